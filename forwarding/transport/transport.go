@@ -1,0 +1,43 @@
+// Package transport carries byte streams between the host agent and the
+// guest agent. The host dials a numbered guest port and gets a net.Conn; the
+// guest listens on numbered ports and gets a net.Listener. Three
+// implementations sit behind these two interfaces:
+//
+//   - serial: yamux over a virtio-serial port (QEMU, every host OS)
+//   - vsock: AF_VSOCK in the guest; the host side belongs to the VM backend
+//     (vz's VirtioSocketDevice, hvsock)
+//   - unix: one unix socket per port in a directory (native mode and tests)
+//
+// The package owns framing and session recovery. It does not know what runs
+// on a port.
+package transport
+
+import (
+	"context"
+	"net"
+)
+
+// Well-known guest ports.
+const (
+	PortControl uint32 = 1024 // gRPC control service berth.agent.v1
+	PortForward uint32 = 1025 // port-forward streams
+	PortDocker  uint32 = 2375 // Docker Engine API
+)
+
+// Dialer opens a stream to a guest port. It is the host side.
+type Dialer interface {
+	DialPort(ctx context.Context, port uint32) (net.Conn, error)
+}
+
+// Listener hands out the guest side of streams, by port.
+type Listener interface {
+	ListenPort(port uint32) (net.Listener, error)
+}
+
+// DialerFunc adapts a function to a Dialer.
+type DialerFunc func(ctx context.Context, port uint32) (net.Conn, error)
+
+// DialPort calls f.
+func (f DialerFunc) DialPort(ctx context.Context, port uint32) (net.Conn, error) {
+	return f(ctx, port)
+}
