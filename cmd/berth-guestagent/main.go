@@ -1,0 +1,309 @@
+//go:build linux
+
+// Command berth-guestagent is the berth guest agent. In the VM it is PID 1:
+// it boots the guest (guestagent/boot) and serves the control service
+// (guestagent/control) on the transport the kernel command line names. On
+// a Linux host, `serve` runs the same service as a plain process ("native
+// mode"). This package only parses flags and wires the parts together.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/berthvm/berth/forwarding/transport"
+	"github.com/berthvm/berth/guestagent/boot"
+	"github.com/berthvm/berth/guestagent/control"
+	"github.com/berthvm/berth/guestagent/reaper"
+)
+
+const usage = `berth-guestagent: the berth guest agent.
+
+In the berth VM this binary is /init (PID 1). It mounts the kernel
+filesystems, leaves the initramfs for a tmpfs root, loads the bundle's
+kernel modules, sets up the network and the data disk from the berth.*
+kernel parameters, then serves the gRPC control service (berth.agent.v1)
+on guest port 1024 of the transport named by berth.transport (serial:
+/dev/virtio-ports/berth.0; vsock). It powers off on the Shutdown RPC, the
+ACPI power button, or SIGTERM/SIGINT/SIGUSR2/SIGPWR; SIGUSR1 reboots.
+
+Usage:
+  berth-guestagent                 as PID 1: boot the guest and serve
+  berth-guestagent init            the same, spelled out (must be PID 1)
+  berth-guestagent serve --listen unix:///DIR --root DIR [--debug]
+                                   native mode: serve on DIR/1024.sock as a
+                                   process on a Linux host (as root), with
+                                   state under --root; Ctrl-C stops it
+  berth-guestagent version         print the version
+  berth-guestagent help            this text
+
+Kernel parameters read in the VM:
+  berth.transport=serial|vsock  berth.ip=192.168.127.2/24
+  berth.gw=192.168.127.1  berth.dns=192.168.127.1[,...]
+  berth.hostname=NAME  berth.debug=1
+`
+
+func main() {
+	// The kernel hands PID 1 any bare words of its command line as
+	// arguments; they mean nothing here.
+	if os.Getpid() == 1 {
+		runInit()
+		return
+	}
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	switch os.Args[1] {
+	case "init":
+		fmt.Fprintln(os.Stderr, "berth-guestagent init: must run as PID 1 (the VM's init)")
+		os.Exit(1)
+	case "serve":
+		if err := runServe(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "berth-guestagent serve:", err)
+			os.Exit(1)
+		}
+	case "version", "--version", "-version":
+		fmt.Printf("berth-guestagent %s (%s, %s/%s)\n", control.Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	case "help", "-h", "-help", "--help":
+		fmt.Print(usage)
+	default:
+		fmt.Fprintf(os.Stderr, "berth-guestagent: unknown command %q\n\n%s", os.Args[1], usage)
+		os.Exit(2)
+	}
+}
+
+// runInit is PID 1's life. It never returns: the guest ends in reboot(2),
+// because an init that exits panics the kernel.
+func runInit() {
+	level := new(slog.LevelVar)
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	log.Info("berth guest agent starting", "version", control.Version)
+	ctx := context.Background()
+
+	var sys *boot.System
+	defer func() {
+		if r := recover(); r != nil {
+			fatal(ctx, log, sys, fmt.Errorf("panic: %v\n%s", r, debug.Stack()))
+		}
+	}()
+
+	sys, err := boot.Boot(ctx, log)
+	if err != nil {
+		fatal(ctx, log, sys, fmt.Errorf("boot: %w", err))
+	}
+	if sys.Cmdline.Debug {
+		level.Set(slog.LevelDebug)
+	}
+	powerReqs := sys.PowerRequests(ctx)
+
+	name := sys.Cmdline.Transport
+	if name == "" {
+		name = boot.TransportSerial
+		log.Warn("no berth.transport on the kernel command line; using serial")
+	}
+	tl, err := listener(ctx, log, name)
+	if err != nil {
+		fatal(ctx, log, sys, err)
+	}
+	rpcReqs := make(chan boot.PowerRequest, 1)
+	srv, err := control.New(control.Config{
+		Reaper:    sys.Reaper,
+		StateDir:  boot.StateDir,
+		Transport: name,
+		BootTime:  sys.BootTime,
+		Shutdown: func(reboot bool) {
+			rpcReqs <- boot.PowerRequest{Reboot: reboot, Why: "Shutdown RPC"}
+		},
+		Log: log.With("component", "control"),
+	})
+	if err != nil {
+		fatal(ctx, log, sys, err)
+	}
+	// Hooks run last-registered first: the service drains (flushing the
+	// Shutdown answer) before the transport under it closes.
+	sys.OnShutdown("transport", func(context.Context) error { return tl.Close() })
+	sys.OnShutdown("control service", srv.Stop)
+
+	lis, err := tl.ListenPort(transport.PortControl)
+	if err != nil {
+		fatal(ctx, log, sys, fmt.Errorf("listening on the control port: %w", err))
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(lis) }()
+	log.Info("berth guest agent ready", "transport", name, "port", transport.PortControl,
+		"since kernel start", time.Since(sys.BootTime).Round(time.Millisecond))
+
+	var req boot.PowerRequest
+	select {
+	case req = <-powerReqs:
+	case req = <-rpcReqs:
+	case err := <-serveErr:
+		fatal(ctx, log, sys, fmt.Errorf("control service stopped: %w", err))
+	}
+	log.Info("power request", "reboot", req.Reboot, "from", req.Why)
+	sys.PowerOff(ctx, req.Reboot)
+}
+
+type guestListener interface {
+	transport.Listener
+	Close() error
+}
+
+func listener(ctx context.Context, log *slog.Logger, name string) (guestListener, error) {
+	switch name {
+	case boot.TransportVsock:
+		return transport.NewVsockListener(log), nil
+	case boot.TransportSerial:
+		// The listener retries the open until the port shows up; say so
+		// if that takes long, as it means a missing virtio-serial device.
+		go func() {
+			deadline := time.Now().Add(5 * time.Second)
+			for time.Now().Before(deadline) {
+				if _, err := os.Stat(transport.SerialGuestPath); err == nil {
+					return
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			log.Warn("serial port not there yet; still waiting (is virtio_console loaded and the virtserialport named berth.0?)",
+				"path", transport.SerialGuestPath)
+		}()
+		open := func() (io.ReadWriteCloser, error) {
+			p, err := transport.OpenSerialPort(transport.SerialGuestPath)
+			if err != nil {
+				// The port may have shown up after boot made the links.
+				if lerr := boot.LinkVirtioPorts(); lerr != nil {
+					log.Debug("linking virtio ports", "err", lerr)
+				}
+				p, err = transport.OpenSerialPort(transport.SerialGuestPath)
+			}
+			return p, err
+		}
+		return transport.NewSerialListener(open, log), nil
+	default:
+		return nil, fmt.Errorf("unknown transport %q", name)
+	}
+}
+
+// fatal is where PID 1 goes when it cannot do its job. Exiting would panic
+// the kernel and lose the message, so it logs loudly, offers a shell on
+// the console with berth.debug=1, and otherwise powers off after a delay
+// that leaves the message readable in the serial log.
+func fatal(ctx context.Context, log *slog.Logger, sys *boot.System, err error) {
+	log.Error("FATAL: the guest agent cannot continue", "err", err)
+	if sys != nil && sys.Cmdline.Debug {
+		if _, serr := os.Stat("/bin/sh"); serr == nil {
+			log.Error("berth.debug=1: starting a shell on the console; exit it to power off")
+			sh := exec.Command("/bin/sh")
+			sh.Stdin, sh.Stdout, sh.Stderr = os.Stdin, os.Stdout, os.Stderr
+			sh.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
+			if err := sys.Reaper.Start(sh); err == nil {
+				_, _ = sys.Reaper.Wait(ctx, sh)
+			}
+		}
+	}
+	log.Error("powering off in 10s")
+	time.Sleep(10 * time.Second)
+	if sys != nil {
+		sys.PowerOff(ctx, false)
+	}
+	unix.Sync()
+	_ = unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
+	select {}
+}
+
+// runServe is native mode.
+func runServe(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	listen := fs.String("listen", "", "where to serve: unix:///DIR puts one socket per guest port in DIR (control: DIR/1024.sock)")
+	root := fs.String("root", "", "state directory (the VM's /var/lib/berth)")
+	debugLog := fs.Bool("debug", false, "log at debug level")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), "usage: berth-guestagent serve --listen unix:///DIR --root DIR [--debug]\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	dir, ok := strings.CutPrefix(*listen, "unix://")
+	if !ok || dir == "" {
+		return errors.New("--listen must be unix:///path/to/dir")
+	}
+	if *root == "" {
+		return errors.New("--root is required")
+	}
+	level := slog.LevelInfo
+	if *debugLog {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if os.Geteuid() != 0 {
+		log.Warn("not running as root; exec and the engine will be limited")
+	}
+	if err := os.MkdirAll(*root, 0o711); err != nil {
+		return fmt.Errorf("creating the state directory: %w", err)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	// Orphans of the processes it starts come back to it, as in the VM.
+	if err := reaper.SetSubreaper(); err != nil {
+		return err
+	}
+	rp := reaper.New(log.With("component", "reaper"))
+	go rp.Run(ctx)
+
+	tl, err := transport.NewUnixListener(dir)
+	if err != nil {
+		return err
+	}
+	defer tl.Close()
+	lis, err := tl.ListenPort(transport.PortControl)
+	if err != nil {
+		return err
+	}
+	srv, err := control.New(control.Config{
+		Reaper:    rp,
+		StateDir:  *root,
+		Transport: "unix",
+		Native:    true,
+		Shutdown:  func(bool) { stop() },
+		Log:       log.With("component", "control"),
+	})
+	if err != nil {
+		return err
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(lis) }()
+	log.Info("berth guest agent ready (native mode)", "listen", lis.Addr().String(), "root", *root, "version", control.Version)
+
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		return err
+	}
+	log.Info("stopping")
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err = srv.Stop(sctx)
+	<-serveErr
+	return err
+}
