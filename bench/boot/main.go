@@ -1,0 +1,256 @@
+// Command boot is the boot benchmark: the time from "berth start" to the
+// guest agent answering, side by side in one run with the floor, which is
+// the same QEMU command line booting the same kernel into a static init
+// that powers off at once. It also reports the guest agent's idle RSS and
+// the guest's used memory after boot.
+//
+//	go run ./bench/boot [-runs 5] [-arch x86_64]
+//
+// It needs out/bin/berth and the guest bundle (make build guest), gcc (and
+// aarch64-linux-gnu-gcc for -arch aarch64) and QEMU.
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/berthvm/berth/hostagent"
+	"github.com/berthvm/berth/hostagent/instance"
+	"github.com/berthvm/berth/kernel"
+	"github.com/berthvm/berth/kernel/initramfs"
+	"github.com/berthvm/berth/vm"
+	"github.com/berthvm/berth/vm/qemu"
+)
+
+func main() {
+	runs := flag.Int("runs", 5, "boots of each kind; the median is reported")
+	arch := flag.String("arch", "x86_64", "guest architecture: x86_64 or aarch64")
+	memory := flag.String("memory", "1GiB", "guest memory")
+	cpus := flag.Int("cpus", 2, "guest CPUs")
+	flag.Parse()
+	if err := run(*runs, *arch, *memory, *cpus); err != nil {
+		fmt.Fprintln(os.Stderr, "boot bench:", err)
+		os.Exit(1)
+	}
+}
+
+func repoRoot() (string, error) {
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for d := wd; d != "/"; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+			return d, nil
+		}
+	}
+	return "", fmt.Errorf("not inside the berth source tree")
+}
+
+func run(runs int, arch, memory string, cpus int) error {
+	root, err := repoRoot()
+	if err != nil {
+		return err
+	}
+	berth := filepath.Join(root, "out", "bin", "berth")
+	if _, err := os.Stat(berth); err != nil {
+		return fmt.Errorf("%s is missing: run \"make build guest\"", berth)
+	}
+	kern, _, err := kernel.Find(arch)
+	if err != nil {
+		return err
+	}
+	mem, err := instance.ParseSize(memory)
+	if err != nil {
+		return err
+	}
+	work, err := os.MkdirTemp("", "bboot")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+
+	floorInitrd, err := buildFloor(root, work, arch)
+	if err != nil {
+		return err
+	}
+
+	// The instance both sides boot with: berth through its CLI, the floor
+	// through the same QEMU command line with the floor's initrd.
+	home := filepath.Join(work, "home")
+	inst, err := instance.New(home, "bench")
+	if err != nil {
+		return err
+	}
+	cfg := instance.DefaultConfig()
+	cfg.Arch, cfg.CPUs, cfg.Memory, cfg.Disk = arch, cpus, mem, 4<<30
+	if err := inst.Create(cfg); err != nil {
+		return err
+	}
+	env := append(os.Environ(), "BERTH_HOME="+home)
+	berthCmd := func(args ...string) ([]byte, error) {
+		c := exec.Command(berth, args...)
+		c.Env = env
+		return c.CombinedOutput()
+	}
+	fmt.Printf("boot benchmark: %s guest, %d CPUs, %s, kernel %s, accelerator %s\n",
+		arch, cpus, cfg.Memory, filepath.Base(filepath.Dir(kern)), accelName(arch))
+
+	// The first boot formats the data disk: report it, but not in the median.
+	t := time.Now()
+	if out, err := berthCmd("start", "bench"); err != nil {
+		return fmt.Errorf("first start: %v\n%s", err, out)
+	}
+	firstBoot := time.Since(t)
+	berthCmd("stop", "--force", "bench")
+
+	var floor, berthT []time.Duration
+	for i := 0; i < runs; i++ {
+		d, err := bootFloor(work, inst, cfg, kern, floorInitrd)
+		if err != nil {
+			return err
+		}
+		floor = append(floor, d)
+
+		t := time.Now()
+		if out, err := berthCmd("start", "bench"); err != nil {
+			return fmt.Errorf("start: %v\n%s", err, out)
+		}
+		berthT = append(berthT, time.Since(t))
+		if i < runs-1 {
+			berthCmd("stop", "--force", "bench")
+		}
+		fmt.Printf("  run %d: floor %6.2fs   berth %6.2fs\n", i+1, floor[i].Seconds(), berthT[i].Seconds())
+	}
+
+	// Idle figures, after the guest settles.
+	time.Sleep(5 * time.Second)
+	status, _ := berthCmd("exec", "bench", "--", "cat", "/proc/1/status")
+	meminfo, _ := berthCmd("exec", "bench", "--", "cat", "/proc/meminfo")
+	berthCmd("stop", "bench")
+
+	fm, bm := median(floor), median(berthT)
+	rss := field(status, "VmRSS")
+	total, avail := field(meminfo, "MemTotal"), field(meminfo, "MemAvailable")
+	fmt.Println()
+	fmt.Printf("%-42s %10s\n", "measure", "value")
+	fmt.Printf("%-42s %9.2fs\n", "floor: kernel to trivial init (median)", fm.Seconds())
+	fmt.Printf("%-42s %9.2fs\n", "berth: start to agent answering (median)", bm.Seconds())
+	fmt.Printf("%-42s %9.2fs   (goal: at most 0.5s)\n", "berth overhead over the floor", (bm - fm).Seconds())
+	fmt.Printf("%-42s %9.2fx   (goal: at most 1.2x)\n", "ratio berth / floor", bm.Seconds()/fm.Seconds())
+	fmt.Printf("%-42s %9.2fs\n", "berth first boot (formats the data disk)", firstBoot.Seconds())
+	fmt.Printf("%-42s %8.1fMiB  (goal: under 20 MiB)\n", "guest agent idle RSS", float64(rss)/1024)
+	fmt.Printf("%-42s %8.1fMiB of %.0fMiB\n", "guest memory used after boot", float64(total-avail)/1024, float64(total)/1024)
+	return nil
+}
+
+func accelName(arch string) string {
+	a, _ := vm.ArchFromGo(goarch())
+	if _, err := os.Stat("/dev/kvm"); err == nil && string(a) == arch {
+		return "kvm"
+	}
+	return "tcg"
+}
+
+// buildFloor compiles the trivial init and packs it as an initrd with just
+// /init and /dev/console.
+func buildFloor(root, work, arch string) (string, error) {
+	cc := "gcc"
+	if arch == "aarch64" && goarch() != "arm64" {
+		cc = "aarch64-linux-gnu-gcc"
+	}
+	bin := filepath.Join(work, "floorinit")
+	out, err := exec.Command(cc, "-static", "-O2", "-o", bin, filepath.Join(root, "bench", "boot", "floor", "init.c")).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("compiling the floor init with %s: %v\n%s", cc, err, out)
+	}
+	a := initramfs.New()
+	for _, step := range []error{
+		a.AddDir("/dev", 0o755),
+		a.AddCharDev("/dev/console", 0o600, 5, 1),
+		a.AddFile("/init", 0o755, bin),
+	} {
+		if step != nil {
+			return "", step
+		}
+	}
+	path := filepath.Join(work, "floor.cpio")
+	f, err := os.Create(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	if err := a.Write(f, initramfs.Compression("")); err != nil {
+		return "", err
+	}
+	return path, nil
+}
+
+// bootFloor runs QEMU with berth's command line and the floor initrd until
+// the floor init powers it off.
+func bootFloor(work string, inst *instance.Instance, cfg *instance.Config, kern, floorInitrd string) (time.Duration, error) {
+	dir, err := os.MkdirTemp(work, "f")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(dir)
+	vcfg := hostagent.VMConfig(inst, cfg, kern, floorInitrd)
+	vcfg.Dir = dir
+	vcfg.DataDisk = filepath.Join(dir, "data.img")
+	vcfg.SerialLog = filepath.Join(dir, "serial.log")
+	if err := vm.CreateDataDisk(vcfg.DataDisk, 1<<30); err != nil {
+		return 0, err
+	}
+	args, err := qemu.Args(vcfg, qemu.DetectHost())
+	if err != nil {
+		return 0, err
+	}
+	bin, err := qemu.Binary(vcfg.Arch)
+	if err != nil {
+		return 0, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	c := exec.CommandContext(ctx, bin, args...)
+	var stderr bytes.Buffer
+	c.Stderr = &stderr
+	t := time.Now()
+	if err := c.Run(); err != nil {
+		return 0, fmt.Errorf("floor boot: %v\n%s", err, stderr.String())
+	}
+	d := time.Since(t)
+	serial, _ := os.ReadFile(vcfg.SerialLog)
+	if !bytes.Contains(serial, []byte("reboot: Power down")) {
+		return 0, fmt.Errorf("the floor VM exited without powering down; its console:\n%s", serial)
+	}
+	return d, nil
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[len(s)/2]
+}
+
+// field reads "Name:   123 kB" from /proc-style text, in kB.
+func field(text []byte, name string) int64 {
+	for _, l := range strings.Split(string(text), "\n") {
+		if strings.HasPrefix(l, name+":") {
+			f := strings.Fields(l[len(name)+1:])
+			if len(f) > 0 {
+				n, _ := strconv.ParseInt(f[0], 10, 64)
+				return n
+			}
+		}
+	}
+	return 0
+}
