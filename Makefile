@@ -27,7 +27,7 @@ APT_PACKAGES := qemu-system-x86 qemu-system-arm qemu-utils protobuf-compiler \
 	e2fsprogs cpio iproute2 docker.io docker-registry docker-compose
 
 .PHONY: all help deps build cross guest generate test unit race integration e2e \
-	bench run stop clean vet typecheck-darwin
+	bench run stop clean vet typecheck-darwin test-inputs
 
 all: build guest
 
@@ -92,7 +92,14 @@ race:
 e2e: build guest
 	BERTH_E2E=1 $(GO) test -count=1 -timeout 30m -v ./e2e/
 
-test: deps vet build guest cross
+# test-inputs fetches what the tests build their images from: the arm64
+# busybox for the multi-arch test image.
+test-inputs:
+	@mkdir -p $(OUT)/cache
+	@ls $(OUT)/cache/busybox-static_*_arm64.deb >/dev/null 2>&1 || \
+		(cd $(OUT)/cache && apt-get download busybox-static:arm64)
+
+test: deps vet build guest cross test-inputs
 	$(GO) test -count=1 -timeout 20m ./...
 	$(GO) test -count=1 -timeout 20m -race $(RACE_PKGS)
 	BERTH_E2E=1 $(GO) test -count=1 -timeout 30m -v ./e2e/
