@@ -97,7 +97,6 @@ type fakeVM struct {
 func (f *fakeVM) Name() string { return "fake" }
 
 func (f *fakeVM) Start(ctx context.Context) error {
-	f.done = make(chan struct{})
 	if f.noAnswer {
 		return nil
 	}
@@ -148,7 +147,7 @@ func (f *fakeVM) Running() bool {
 	case <-f.done:
 		return false
 	default:
-		return f.done != nil
+		return true
 	}
 }
 
@@ -181,7 +180,7 @@ func setup(t *testing.T) (*instance.Instance, *fakeVM) {
 	}
 	vmdir := filepath.Join(home, "vm")
 	os.MkdirAll(vmdir, 0o700)
-	f := &fakeVM{dir: vmdir}
+	f := &fakeVM{dir: vmdir, done: make(chan struct{})}
 	f.guest = &fakeGuest{vm: f, synced: make(chan int64, 1)}
 	return inst, f
 }

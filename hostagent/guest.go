@@ -40,6 +40,14 @@ func DialGuest(d transport.Dialer) (*grpc.ClientConn, error) {
 func WaitGuest(ctx context.Context, c api.AgentClient, done <-chan struct{}) (*api.InfoResponse, error) {
 	for {
 		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		// A VM that dies ends the attempt at once, not after its timeout.
+		go func() {
+			select {
+			case <-done:
+				cancel()
+			case <-actx.Done():
+			}
+		}()
 		info, err := c.Info(actx, &api.InfoRequest{}, grpc.WaitForReady(true))
 		cancel()
 		if err == nil {
