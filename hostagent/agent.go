@@ -193,6 +193,12 @@ func (a *Agent) boot(ctx context.Context) error {
 		return err
 	}
 	a.syncTime(ctx)
+	closeDocker, err := serveDockerSocket(ctx, a.inst.Path(instance.DockerSocket), d.Transport(), a.log)
+	if err != nil {
+		a.emit(func(s *events.Status) { s.Degraded = true; s.Errors = append(s.Errors, err.Error()) })
+	} else {
+		defer closeDocker()
+	}
 	a.emit(func(s *events.Status) {
 		s.Phase = events.Running
 		s.Step = "guest agent answered"

@@ -103,7 +103,7 @@ func run(runs int, arch, memory string, cpus int) error {
 		return c.CombinedOutput()
 	}
 	fmt.Printf("boot benchmark: %s guest, %d CPUs, %s, kernel %s, accelerator %s\n",
-		arch, cpus, cfg.Memory, filepath.Base(filepath.Dir(kern)), accelName(arch))
+		arch, cpus, cfg.Memory, kern, accelName(arch))
 
 	// The first boot formats the data disk: report it, but not in the median.
 	t := time.Now()
