@@ -18,8 +18,12 @@ import (
 
 // Guest paths that are contracts with the guest agent.
 const (
-	// ModuleListPath lists modules to load, relative to
-	// /lib/modules/<release>/, one per line, dependencies first.
+	// ModuleListPath lists the modules to load, one per line, in an order
+	// that works when followed one by one: "path: dep-path...", each path
+	// relative to /lib/modules/<release>/. The paths after the colon are
+	// the modules that must be in before this one (hard and soft
+	// dependencies, all listed earlier), so the guest may load the others
+	// in parallel.
 	ModuleListPath = "/etc/berth/modules"
 	// InitPath is where the guest agent goes; the kernel runs it as PID 1.
 	InitPath = "/init"
@@ -48,7 +52,7 @@ type Result struct {
 	KernelSize     int64
 	InitrdSize     int64
 	Release        string
-	// Modules holds the /etc/berth/modules lines.
+	// Modules holds the /etc/berth/modules lines, without the comment.
 	Modules []string
 }
 
@@ -199,8 +203,8 @@ HOME_URL="https://github.com/berthvm/berth"
 `
 
 // addModules picks the guest's modules from the kernel tree, adds them
-// uncompressed under /lib/modules/<release>/, and writes the load list
-// and a matching modules.dep. It returns the load list.
+// uncompressed and unsigned under /lib/modules/<release>/, and writes the
+// load list and a matching modules.dep. It returns the load list.
 func addModules(ctx context.Context, log *slog.Logger, arc *initramfs.Archive, a Arch, ktree string) ([]string, error) {
 	release := a.Release()
 	cfgFile := filepath.Join(ktree, "boot", "config-"+release)
@@ -229,35 +233,59 @@ func addModules(ctx context.Context, log *slog.Logger, arc *initramfs.Archive, a
 	}
 
 	guestPath := func(p string) string { return strings.TrimSuffix(p, ".xz") }
-	var list bytes.Buffer
-	var lines []string
+	unsigned := 0
 	for _, m := range plan.Load {
-		rel := guestPath(m.Path)
-		dst := path.Join("/lib/modules", release, rel)
-		src := filepath.Join(modRoot, filepath.FromSlash(m.Path))
-		if strings.HasSuffix(m.Path, ".xz") {
-			// Decompress now so the guest needs no decompressor.
-			data, err := modules.ReadFile(src)
-			if err != nil {
-				return nil, err
-			}
-			err = arc.AddBytes(dst, 0o644, data)
-			if err != nil {
-				return nil, err
-			}
-		} else if err := arc.AddFile(dst, 0o644, src); err != nil {
+		dst := path.Join("/lib/modules", release, guestPath(m.Path))
+		// Decompressed now so the guest needs no decompressor, and
+		// unsigned because checking signatures is a good part of the load
+		// time under TCG and the guest kernel does not require them.
+		data, err := modules.ReadFile(filepath.Join(modRoot, filepath.FromSlash(m.Path)))
+		if err != nil {
 			return nil, err
 		}
-		list.WriteString(rel + "\n")
-		lines = append(lines, rel)
+		data, stripped, err := modules.StripSignature(data)
+		if err != nil {
+			return nil, fmt.Errorf("module %s: %w", m.Path, err)
+		}
+		if stripped {
+			unsigned++
+		}
+		if err := arc.AddBytes(dst, 0o644, data); err != nil {
+			return nil, err
+		}
 	}
+	log.Debug("module signatures stripped", "modules", unsigned)
+	list, lines := moduleList(plan, guestPath)
 	if err := errors.Join(
-		arc.AddBytes(ModuleListPath, 0o644, list.Bytes()),
+		arc.AddBytes(ModuleListPath, 0o644, list),
 		arc.AddBytes(path.Join("/lib/modules", release, "modules.dep"), 0o644, modules.DepFile(plan.Load, guestPath)),
 	); err != nil {
 		return nil, err
 	}
 	return lines, nil
+}
+
+// moduleList renders the ModuleListPath file for a plan, with each path
+// passed through rename (the name the module has in the guest), and
+// returns it with its lines, comment left out.
+func moduleList(plan *modules.Plan, rename func(string) string) ([]byte, []string) {
+	byName := make(map[string]string, len(plan.Load))
+	for _, m := range plan.Load {
+		byName[m.Name] = rename(m.Path)
+	}
+	var b bytes.Buffer
+	b.WriteString("# Written by mkguest. \"module: modules to load before it\", in an order that\n")
+	b.WriteString("# also works one by one. Paths are relative to /lib/modules/<release>/.\n")
+	lines := make([]string, 0, len(plan.Load))
+	for _, m := range plan.Load {
+		line := byName[m.Name] + ":"
+		for _, d := range plan.After[m.Name] {
+			line += " " + byName[d]
+		}
+		b.WriteString(line + "\n")
+		lines = append(lines, line)
+	}
+	return b.Bytes(), lines
 }
 
 // writeAtomic writes a file through a temporary name, so readers never see

@@ -252,7 +252,15 @@ func TestWantsAgainstPinnedKernel(t *testing.T) {
 			for i, m := range plan.Load {
 				pos[m.Name] = i
 			}
-			for _, name := range []string{"virtio_pci", "virtio_blk", "virtio_net", "virtio_console", "vmw_vsock_virtio_transport", "9pnet_virtio", "virtiofs", "ext4", "overlay", "br_netfilter", "nft_masq", "tun"} {
+			need := []string{"virtio_pci", "virtio_blk", "virtio_net", "virtio_console", "virtio_rng", "vmw_vsock_virtio_transport", "9pnet_virtio", "virtiofs", "ext4", "overlay", "br_netfilter", "nft_masq", "tun", "evdev"}
+			// The power button: ACPI's on x86, gpio-keys (on the built-in
+			// PL061) on arm64 virt.
+			if a.Name == "aarch64" {
+				need = append(need, "gpio_keys")
+			} else {
+				need = append(need, "button")
+			}
+			for _, name := range need {
 				if _, ok := pos[name]; !ok {
 					t.Errorf("%s not in the load list", name)
 				}

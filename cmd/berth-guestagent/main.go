@@ -33,13 +33,15 @@ import (
 
 const usage = `berth-guestagent: the berth guest agent.
 
-In the berth VM this binary is /init (PID 1). It mounts the kernel
-filesystems, leaves the initramfs for a tmpfs root, loads the bundle's
-kernel modules, sets up the network and the data disk from the berth.*
+In the berth VM this binary is /init (PID 1). It loads the kernel
+modules it needs to answer, moves the root off the initramfs, mounts the
+kernel filesystems, sets up the network and the data disk from the berth.*
 kernel parameters, then serves the gRPC control service (berth.agent.v1)
 on guest port 1024 of the transport named by berth.transport (serial:
 /dev/virtio-ports/berth.0; vsock). It powers off on the Shutdown RPC, the
 ACPI power button, or SIGTERM/SIGINT/SIGUSR2/SIGPWR; SIGUSR1 reboots.
+The other kernel modules (netfilter, bridge, overlay...) load once it
+serves.
 
 Usage:
   berth-guestagent                 as PID 1: boot the guest and serve
@@ -102,12 +104,12 @@ func runInit() {
 		}
 	}()
 
-	sys, err := boot.Boot(ctx, log)
+	// Boot returns with the slow parts (modules, disk, network) still
+	// going: the transport comes up meanwhile, and serving waits for
+	// Booted.
+	sys, err := boot.Boot(ctx, boot.Config{Log: log, Level: level})
 	if err != nil {
 		fatal(ctx, log, sys, fmt.Errorf("boot: %w", err))
-	}
-	if sys.Cmdline.Debug {
-		level.Set(slog.LevelDebug)
 	}
 	powerReqs := sys.PowerRequests(ctx)
 
@@ -116,7 +118,7 @@ func runInit() {
 		name = boot.TransportSerial
 		log.Warn("no berth.transport on the kernel command line; using serial")
 	}
-	tl, err := listener(ctx, log, name)
+	tl, err := listener(ctx, log, name, sys)
 	if err != nil {
 		fatal(ctx, log, sys, err)
 	}
@@ -139,14 +141,20 @@ func runInit() {
 	sys.OnShutdown("transport", func(context.Context) error { return tl.Close() })
 	sys.OnShutdown("control service", srv.Stop)
 
+	// The host may open its stream now; it waits until Serve accepts it.
 	lis, err := tl.ListenPort(transport.PortControl)
 	if err != nil {
 		fatal(ctx, log, sys, fmt.Errorf("listening on the control port: %w", err))
+	}
+	// Info reports the data disk: serve once it is mounted.
+	if err := sys.Booted(ctx); err != nil {
+		fatal(ctx, log, sys, err)
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(lis) }()
 	log.Info("berth guest agent ready", "transport", name, "port", transport.PortControl,
 		"since kernel start", time.Since(sys.BootTime).Round(time.Millisecond))
+	sys.StartBackground()
 
 	var req boot.PowerRequest
 	select {
@@ -164,34 +172,22 @@ type guestListener interface {
 	Close() error
 }
 
-func listener(ctx context.Context, log *slog.Logger, name string) (guestListener, error) {
+func listener(ctx context.Context, log *slog.Logger, name string, sys *boot.System) (guestListener, error) {
 	switch name {
 	case boot.TransportVsock:
+		// AF_VSOCK exists once the transport module is in.
+		if err := sys.WaitTransport(ctx); err != nil {
+			log.Error("vsock transport modules", "err", err)
+		}
 		return transport.NewVsockListener(log), nil
 	case boot.TransportSerial:
-		// The listener retries the open until the port shows up; say so
-		// if that takes long, as it means a missing virtio-serial device.
-		go func() {
-			deadline := time.Now().Add(5 * time.Second)
-			for time.Now().Before(deadline) {
-				if _, err := os.Stat(transport.SerialGuestPath); err == nil {
-					return
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
-			log.Warn("serial port not there yet; still waiting (is virtio_console loaded and the virtserialport named berth.0?)",
-				"path", transport.SerialGuestPath)
-		}()
+		// The listener calls open again, with backoff, when it fails; a
+		// port that is coming is better waited for here, closely.
 		open := func() (io.ReadWriteCloser, error) {
-			p, err := transport.OpenSerialPort(transport.SerialGuestPath)
-			if err != nil {
-				// The port may have shown up after boot made the links.
-				if lerr := boot.LinkVirtioPorts(); lerr != nil {
-					log.Debug("linking virtio ports", "err", lerr)
-				}
-				p, err = transport.OpenSerialPort(transport.SerialGuestPath)
+			if err := sys.WaitSerialPort(ctx, transport.SerialGuestPath, 5*time.Second); err != nil {
+				return nil, err
 			}
-			return p, err
+			return transport.OpenSerialPort(transport.SerialGuestPath)
 		}
 		return transport.NewSerialListener(open, log), nil
 	default:

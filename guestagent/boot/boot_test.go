@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"io"
+	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -14,107 +15,7 @@ import (
 	"syscall"
 	"testing"
 	"unsafe"
-
-	"golang.org/x/sys/unix"
 )
-
-func TestMoveTree(t *testing.T) {
-	src, dst := t.TempDir(), t.TempDir()
-	write := func(p string, data string, mode os.FileMode) {
-		t.Helper()
-		full := filepath.Join(src, p)
-		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(full, []byte(data), mode); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chmod(full, mode); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write("init", "agent", 0o755)
-	write("bin/busybox", strings.Repeat("b", 100000), 0o755)
-	write("etc/berth/modules", "kernel/a.ko\n", 0o644)
-	write("secret", "s", 0o600)
-	write("skipme/keep", "k", 0o644)
-	if err := os.Link(filepath.Join(src, "bin/busybox"), filepath.Join(src, "bin/sh")); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink("busybox", filepath.Join(src, "bin/ls")); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Mkdir(filepath.Join(src, "sticky"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(filepath.Join(src, "sticky"), os.ModeSticky|0o777); err != nil {
-		t.Fatal(err)
-	}
-
-	stats, err := moveTree(src, dst, map[string]bool{filepath.Join(src, "skipme"): true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if stats.bytes != int64(len("agent")+100000+len("kernel/a.ko\n")+1) {
-		t.Errorf("copied %d bytes; the hard link must not be copied twice", stats.bytes)
-	}
-
-	checks := []struct {
-		path string
-		mode os.FileMode
-		data string
-	}{
-		{"init", 0o755, "agent"},
-		{"secret", 0o600, "s"},
-		{"etc/berth/modules", 0o644, "kernel/a.ko\n"},
-		{"sticky", os.ModeDir | os.ModeSticky | 0o777, ""},
-	}
-	for _, c := range checks {
-		st, err := os.Lstat(filepath.Join(dst, c.path))
-		if err != nil {
-			t.Errorf("%s: %v", c.path, err)
-			continue
-		}
-		if st.Mode() != c.mode {
-			t.Errorf("%s: mode %v, want %v", c.path, st.Mode(), c.mode)
-		}
-		if c.data != "" {
-			b, _ := os.ReadFile(filepath.Join(dst, c.path))
-			if string(b) != c.data {
-				t.Errorf("%s: contents %q", c.path, b)
-			}
-		}
-	}
-	if target, err := os.Readlink(filepath.Join(dst, "bin/ls")); err != nil || target != "busybox" {
-		t.Errorf("symlink: %q %v", target, err)
-	}
-	var a, b unix.Stat_t
-	if err := unix.Stat(filepath.Join(dst, "bin/busybox"), &a); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Stat(filepath.Join(dst, "bin/sh"), &b); err != nil {
-		t.Fatal(err)
-	}
-	if a.Ino != b.Ino {
-		t.Error("hard link became two files")
-	}
-
-	// The source is emptied as it goes, except what was skipped.
-	var left []string
-	filepath.Walk(src, func(p string, info os.FileInfo, err error) error {
-		if p != src {
-			rel, _ := filepath.Rel(src, p)
-			left = append(left, rel)
-		}
-		return nil
-	})
-	if want := []string{"skipme", "skipme/keep"}; !reflect.DeepEqual(left, want) {
-		t.Errorf("left in source: %v, want %v", left, want)
-	}
-	if _, err := os.Stat(filepath.Join(dst, "skipme")); err == nil {
-		t.Error("skipped path was copied")
-	}
-}
 
 func TestHasExtSuperblock(t *testing.T) {
 	withMagic := func(size int, magic uint16) []byte {
@@ -147,18 +48,6 @@ func TestHasExtSuperblock(t *testing.T) {
 				t.Errorf("got %v, want %v", got, tt.want)
 			}
 		})
-	}
-}
-
-func TestParseModuleList(t *testing.T) {
-	in := "# load order\nkernel/drivers/virtio/virtio.ko\n\n  kernel/fs/ext4/ext4.ko  \n/abs/x.ko\n"
-	got, err := parseModuleList(strings.NewReader(in), "/lib/modules/6.1.0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []string{"/lib/modules/6.1.0/kernel/drivers/virtio/virtio.ko", "/lib/modules/6.1.0/kernel/fs/ext4/ext4.ko", "/abs/x.ko"}
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("got %q, want %q", got, want)
 	}
 }
 
@@ -294,7 +183,7 @@ func TestParseMountinfo(t *testing.T) {
 	if len(got) != 8 {
 		t.Fatalf("got %d entries: %+v", len(got), got)
 	}
-	if got[5] != (mountEntry{"/var/lib/berth", "ext4", "/dev/vda"}) {
+	if got[5] != (mountEntry{target: "/var/lib/berth", fstype: "ext4", source: "/dev/vda", id: 27, parent: 22}) {
 		t.Errorf("entry 5: %+v", got[5])
 	}
 	if got[7].target != "/mnt/with space" {
@@ -313,17 +202,30 @@ func TestUnmountOrder(t *testing.T) {
 	}
 }
 
-func TestRootFstype(t *testing.T) {
-	tests := []struct{ mounts, want string }{
-		{"rootfs / rootfs rw 0 0\nproc /proc proc rw 0 0\n", "rootfs"},
-		{"rootfs / rootfs rw 0 0\ntmpfs / tmpfs rw 0 0\n", "tmpfs"},
-		{"/dev/vda1 / ext4 rw 0 0\n", "ext4"},
-		{"", ""},
+func TestRootMount(t *testing.T) {
+	tests := []struct {
+		name      string
+		mountinfo string
+		target    string
+		initramfs bool
+		ok        bool
+	}{
+		{"initramfs", "1 1 0:2 / / rw - rootfs rootfs rw\n22 1 0:20 / /proc rw - proc proc rw\n", "/", true, true},
+		{"bind mount over it", "22 1 0:2 / / rw - rootfs rootfs rw\n23 22 0:20 / /proc rw - proc proc rw\n", "/", false, true},
+		{"stacked, last wins", "1 1 0:2 / / rw - rootfs rootfs rw\n30 1 0:25 / / rw - tmpfs tmpfs rw\n", "/", false, true},
+		{"disk root", "25 1 254:1 / / rw - ext4 /dev/vda1 rw\n", "/", false, true},
+		{"no root", "23 22 0:20 / /proc rw - proc proc rw\n", "", false, false},
 	}
 	for _, tt := range tests {
-		if got := rootFstype(tt.mounts); got != tt.want {
-			t.Errorf("rootFstype(%q) = %q, want %q", tt.mounts, got, tt.want)
-		}
+		t.Run(tt.name, func(t *testing.T) {
+			m, ok := rootMount(parseMountinfo(tt.mountinfo))
+			if ok != tt.ok || m.target != tt.target {
+				t.Fatalf("rootMount = %+v, %v", m, ok)
+			}
+			if ok && (m.id == m.parent) != tt.initramfs {
+				t.Errorf("initramfs = %v, want %v", m.id == m.parent, tt.initramfs)
+			}
+		})
 	}
 }
 
@@ -351,7 +253,7 @@ func TestBootRefusesNonInit(t *testing.T) {
 	if syscall.Getpid() == 1 {
 		t.Skip("running as PID 1")
 	}
-	if _, err := Boot(t.Context(), nil); err == nil {
+	if _, err := Boot(t.Context(), Config{Log: slog.New(slog.DiscardHandler)}); err == nil {
 		t.Error("Boot ran outside PID 1")
 	}
 }

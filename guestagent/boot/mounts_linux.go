@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -161,10 +162,14 @@ func fixConsole() error {
 // mountEntry is one line of /proc/self/mountinfo.
 type mountEntry struct {
 	target, fstype, source string
+	// id and parent are the mount's ID and its parent's; the root of a
+	// mount namespace is its own parent.
+	id, parent int
 }
 
-// parseMountinfo reads the mount point, type and source of each line of
-// /proc/self/mountinfo, in mount order. Octal escapes (\040) are decoded.
+// parseMountinfo reads the IDs, mount point, type and source of each line
+// of /proc/self/mountinfo, in mount order. Octal escapes (\040) are
+// decoded.
 func parseMountinfo(s string) []mountEntry {
 	var out []mountEntry
 	for _, line := range strings.Split(s, "\n") {
@@ -179,7 +184,12 @@ func parseMountinfo(s string) []mountEntry {
 		if len(f) < 5 || sep < 0 || sep+2 >= len(f) {
 			continue
 		}
-		out = append(out, mountEntry{target: unescapeOctal(f[4]), fstype: f[sep+1], source: unescapeOctal(f[sep+2])})
+		id, err1 := strconv.Atoi(f[0])
+		parent, err2 := strconv.Atoi(f[1])
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		out = append(out, mountEntry{target: unescapeOctal(f[4]), fstype: f[sep+1], source: unescapeOctal(f[sep+2]), id: id, parent: parent})
 	}
 	return out
 }

@@ -31,11 +31,24 @@ func setHostname(name string) error {
 	return nil
 }
 
-// setupNetwork brings up lo and, when the host chose an address, eth0
+// setupNetwork waits for virtio_net when the host chose an address, then
+// configures the links (see configureLinks), giving eth0 a second to show up.
+func (s *System) setupNetwork(ctx context.Context) error {
+	if s.Cmdline.IP.IsValid() {
+		if err := s.modules.waitDevice(ctx, "virtio_net"); err != nil {
+			s.log.Warn("virtio_net did not load; looking for eth0 anyway", "err", err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	return configureLinks(ctx, s.Cmdline)
+}
+
+// configureLinks brings up lo and, when the host chose an address, eth0
 // with that address and a default route. The device may still be
 // registering when the driver module just loaded, so eth0 gets a short
 // wait.
-func setupNetwork(ctx context.Context, c Cmdline) error {
+func configureLinks(ctx context.Context, c Cmdline) error {
 	lo, err := netlink.LinkByName("lo")
 	if err != nil {
 		return fmt.Errorf("finding lo: %w", err)
@@ -55,7 +68,7 @@ func setupNetwork(ctx context.Context, c Cmdline) error {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("waiting for eth0: %w", errors.Join(err, ctx.Err()))
-		case <-time.After(20 * time.Millisecond):
+		case <-time.After(5 * time.Millisecond):
 		}
 	}
 	addr := &netlink.Addr{IPNet: &net.IPNet{

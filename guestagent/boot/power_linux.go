@@ -67,6 +67,23 @@ func (s *System) PowerRequests(ctx context.Context) <-chan PowerRequest {
 		}
 	}()
 
+	// The button's drivers (evdev, button or gpio-keys) are not in the
+	// boot set: look once every module has been tried. Waiting does not
+	// start the loading; the agent does once it serves (StartBackground).
+	go func() {
+		select {
+		case <-s.modules.restDone:
+		case <-ctx.Done():
+			return
+		}
+		s.watchPowerButtons(ctx, send)
+	}()
+	return out
+}
+
+// watchPowerButtons watches every power button and sends a request when
+// one is pressed.
+func (s *System) watchPowerButtons(ctx context.Context, send func(PowerRequest)) {
 	devs, err := powerButtons("/sys/class/input", "/dev/input")
 	if err != nil {
 		s.log.Warn("looking for a power button", "err", err)
@@ -96,7 +113,6 @@ func (s *System) PowerRequests(ctx context.Context) <-chan PowerRequest {
 			}
 		}()
 	}
-	return out
 }
 
 const (

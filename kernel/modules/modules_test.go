@@ -276,6 +276,20 @@ func TestPlan(t *testing.T) {
 				if !reflect.DeepEqual(p.Missing, tc.missing) {
 					t.Errorf("missing = %v, want %v", p.Missing, tc.missing)
 				}
+				pos := map[string]int{}
+				for i, m := range p.Load {
+					pos[m.Name] = i
+				}
+				for _, m := range p.Load {
+					if _, ok := p.After[m.Name]; !ok {
+						t.Errorf("After has no entry for %s", m.Name)
+					}
+					for _, d := range p.After[m.Name] {
+						if i, ok := pos[d]; !ok || i >= pos[m.Name] {
+							t.Errorf("%s must load after %s, which is not earlier in %v", m.Name, d, names(p.Load))
+						}
+					}
+				}
 				for _, m := range p.Load {
 					suffix := ".ko"
 					if format == "modinfo-xz" {
@@ -287,6 +301,60 @@ func TestPlan(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+func TestPlanAfter(t *testing.T) {
+	root := writeTree(t, "modinfo", linuxLike, linuxBuiltin)
+	ix, err := Load(context.Background(), root)
+	must(t, err)
+	for _, tc := range []struct {
+		name  string
+		wants []string
+		after map[string][]string
+	}{
+		{
+			name:  "soft pre and hard deps, independents have none",
+			wants: []string{"ext4"},
+			after: map[string][]string{
+				"crc32c_generic": nil, "crc32c_intel": nil, "jbd2": nil, "mbcache": nil, "crc16": nil,
+				"ext4": {"crc32c_generic", "crc32c_intel", "jbd2", "mbcache", "crc16"},
+			},
+		},
+		{
+			name:  "soft post becomes an edge into the post module",
+			wants: []string{"bridge"},
+			after: map[string][]string{"llc": nil, "stp": {"llc"}, "bridge": {"stp", "llc"}, "br_netfilter": {"bridge"}},
+		},
+		{
+			name:  "soft post placed earlier is not reversed",
+			wants: []string{"br_netfilter"},
+			after: map[string][]string{"llc": nil, "stp": {"llc"}, "bridge": {"stp", "llc"}, "br_netfilter": {"bridge"}},
+		},
+		{
+			name:  "soft cycle keeps one direction",
+			wants: []string{"soft_loop"},
+			after: map[string][]string{"soft_back": nil, "soft_loop": {"soft_back"}},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var wants []Want
+			for _, w := range tc.wants {
+				wants = append(wants, Want{Name: w})
+			}
+			p, err := ix.Plan(wants, nil)
+			must(t, err)
+			got := map[string][]string{}
+			for k, v := range p.After {
+				if len(v) == 0 {
+					v = nil
+				}
+				got[k] = v
+			}
+			if !reflect.DeepEqual(got, tc.after) {
+				t.Errorf("After = %v, want %v", got, tc.after)
+			}
+		})
 	}
 }
 

@@ -28,6 +28,12 @@ type Plan struct {
 	// Missing lists optional wants the kernel lacks, and soft
 	// dependencies nothing provides; neither is an error.
 	Missing []string
+	// After maps each module in Load to the modules in Load that must be
+	// loaded before it: its loadable hard dependencies, the providers of
+	// its soft "pre" dependencies, and the modules that name it as a soft
+	// "post" dependency. Every one of them comes earlier in Load, so a
+	// loader may load modules in parallel once their After set is in.
+	After map[string][]string
 }
 
 // Plan resolves wants against the index and the kernel config (which may
@@ -50,12 +56,13 @@ func (ix *Index) Plan(wants []Want, cfg Config) (*Plan, error) {
 			p.Missing = append(p.Missing, name)
 		}
 	}
-	order, missingSoft, err := ix.Resolve(names)
+	r, err := ix.resolve(names)
 	if err != nil {
 		return nil, err
 	}
-	p.Load = order
-	p.Missing = append(p.Missing, missingSoft...)
+	p.Load = r.order
+	p.After = r.after
+	p.Missing = append(p.Missing, r.missingSoft...)
 	return p, nil
 }
 
@@ -106,20 +113,41 @@ func (ix *Index) classify(w Want, name string, cfg Config) (verdict, error) {
 // provides is reported in missingSoft, and one that would close a cycle is
 // dropped, as modprobe does.
 func (ix *Index) Resolve(names []string) (order []Module, missingSoft []string, err error) {
-	r := resolver{ix: ix, state: map[string]int{}}
+	r, err := ix.resolve(names)
+	if err != nil {
+		return nil, nil, err
+	}
+	return r.order, r.missingSoft, nil
+}
+
+func (ix *Index) resolve(names []string) (*resolver, error) {
+	r := &resolver{ix: ix, state: map[string]int{}, after: map[string][]string{}}
 	for _, n := range names {
 		n = Normalize(n)
 		if ix.builtin[n] {
 			continue
 		}
 		if _, ok := ix.mods[n]; !ok {
-			return nil, nil, fmt.Errorf("resolving modules: %s is neither built in nor in the tree", n)
+			return nil, fmt.Errorf("resolving modules: %s is neither built in nor in the tree", n)
 		}
 		if err := r.visit(n, nil); err != nil {
-			return nil, nil, fmt.Errorf("resolving modules: %w", err)
+			return nil, fmt.Errorf("resolving modules: %w", err)
 		}
 	}
-	return r.order, r.missingSoft, nil
+	pos := make(map[string]int, len(r.order))
+	for i, m := range r.order {
+		pos[m.Name] = i
+	}
+	for name, deps := range r.after {
+		kept := deps[:0]
+		for _, d := range deps {
+			if pos[d] < pos[name] {
+				kept = append(kept, d)
+			}
+		}
+		r.after[name] = kept
+	}
+	return r, nil
 }
 
 const (
@@ -133,6 +161,19 @@ type resolver struct {
 	state       map[string]int
 	order       []Module
 	missingSoft []string
+	// after holds the direct load-order edges: module -> modules placed
+	// before it that it must follow.
+	after map[string][]string
+}
+
+// edge records that name must load after dep, once.
+func (r *resolver) edge(name, dep string) {
+	for _, d := range r.after[name] {
+		if d == dep {
+			return
+		}
+	}
+	r.after[name] = append(r.after[name], dep)
 }
 
 // visit places name after its dependencies. stack is the chain of hard
@@ -150,8 +191,12 @@ func (r *resolver) visit(name string, stack []string) error {
 	}
 	r.state[name] = visiting
 	stack = append(stack, name)
-	if err := r.soft(name, m.SoftPre, stack); err != nil {
+	pre, err := r.soft(name, m.SoftPre, stack)
+	if err != nil {
 		return err
+	}
+	for _, p := range pre {
+		r.edge(name, p)
 	}
 	for _, d := range m.Depends {
 		if r.ix.builtin[d] {
@@ -163,13 +208,26 @@ func (r *resolver) visit(name string, stack []string) error {
 		if err := r.visit(d, stack); err != nil {
 			return err
 		}
+		r.edge(name, d)
 	}
 	r.state[name] = done
 	r.order = append(r.order, *m)
-	return r.soft(name, m.SoftPost, stack)
+	if _, ok := r.after[name]; !ok {
+		r.after[name] = nil
+	}
+	post, err := r.soft(name, m.SoftPost, stack)
+	for _, p := range post {
+		r.edge(p, name)
+	}
+	return err
 }
 
-func (r *resolver) soft(name string, targets []string, stack []string) error {
+// soft visits the providers of soft dependency targets and returns them,
+// except those on the chain that led here (a cycle). Callers order name
+// against them; resolve drops the edges that point the wrong way (a soft
+// "post" provider that was placed before name).
+func (r *resolver) soft(name string, targets []string, stack []string) ([]string, error) {
+	var placed []string
 	for _, t := range targets {
 		provs, found := r.ix.lookupSoft(t)
 		if !found {
@@ -181,9 +239,10 @@ func (r *resolver) soft(name string, targets []string, stack []string) error {
 				continue // a soft edge back into the chain: drop it
 			}
 			if err := r.visit(p, stack); err != nil {
-				return err
+				return nil, err
 			}
+			placed = append(placed, p)
 		}
 	}
-	return nil
+	return placed, nil
 }
