@@ -335,14 +335,20 @@ func VMConfig(inst *instance.Instance, cfg *instance.Config, kern, initrd string
 }
 
 func listenControl(path string) (net.Listener, error) {
+	return listenPrivate(path, "the control socket")
+}
+
+// listenPrivate listens on a unix socket at path that only its owner may
+// use, replacing a stale socket file left by a crash.
+func listenPrivate(path, what string) (net.Listener, error) {
 	os.Remove(path)
 	ln, err := net.Listen("unix", path)
 	if err != nil {
-		return nil, fmt.Errorf("listening on the control socket: %w", err)
+		return nil, fmt.Errorf("listening on %s: %w", what, err)
 	}
 	if err := os.Chmod(path, 0o600); err != nil {
 		ln.Close()
-		return nil, fmt.Errorf("securing the control socket: %w", err)
+		return nil, fmt.Errorf("securing %s: %w", what, err)
 	}
 	return ln, nil
 }

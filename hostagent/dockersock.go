@@ -20,14 +20,9 @@ import (
 // to the Docker API in the guest. The socket is 0600: only its owner may
 // drive the engine, as with dockerd's socket and its group.
 func serveDockerSocket(ctx context.Context, path string, d transport.Dialer, log *slog.Logger) (func(), error) {
-	os.Remove(path)
-	ln, err := net.Listen("unix", path)
+	ln, err := listenPrivate(path, "the docker socket")
 	if err != nil {
-		return nil, fmt.Errorf("listening on the docker socket: %w", err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("securing the docker socket: %w", err)
+		return nil, err
 	}
 	go func() {
 		for {

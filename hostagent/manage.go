@@ -187,7 +187,7 @@ func Start(ctx context.Context, inst *instance.Instance, out io.Writer, opt Star
 			msg := "the host agent exited"
 			if final != nil && len(final.Errors) > 0 {
 				msg = final.Errors[len(final.Errors)-1]
-			} else if tail := tailLines(inst.Path(instance.LogFile), 5); len(tail) > 0 {
+			} else if tail := TailLines(inst.Path(instance.LogFile), 5); len(tail) > 0 {
 				msg += ": " + strings.Join(tail, "\n")
 			}
 			return startFailed(inst, out, errors.New(msg))
@@ -212,7 +212,7 @@ func Start(ctx context.Context, inst *instance.Instance, out io.Writer, opt Star
 // startFailed adds the end of the guest console and a hint to a start error.
 func startFailed(inst *instance.Instance, out io.Writer, err error) error {
 	serial := inst.Path(instance.SerialLogFile)
-	if lines := tailLines(serial, 20); len(lines) > 0 {
+	if lines := TailLines(serial, 20); len(lines) > 0 {
 		fmt.Fprintf(out, "Last lines of the guest console (%s):\n", serial)
 		for _, l := range lines {
 			fmt.Fprintf(out, "  | %s\n", l)
@@ -354,8 +354,8 @@ func GuestClient(ctx context.Context, inst *instance.Instance) (api.AgentClient,
 	return api.NewAgentClient(conn), func() { conn.Close() }, nil
 }
 
-// tailLines returns up to n last lines of a text file.
-func tailLines(path string, n int) []string {
+// TailLines returns up to n last lines of a text file.
+func TailLines(path string, n int) []string {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil
@@ -375,9 +375,6 @@ func tailLines(path string, n int) []string {
 	}
 	return lines
 }
-
-// TailLines returns up to n last lines of a text file.
-func TailLines(path string, n int) []string { return tailLines(path, n) }
 
 // inspectDriver makes a driver to look at or stop an instance's VM, not to
 // boot one: a missing guest bundle must not stop "berth stop".
