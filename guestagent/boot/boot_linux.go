@@ -58,8 +58,7 @@ type System struct {
 	poweringOff bool
 }
 
-// stepTimes records how long the background boot steps took, for the
-// "booted" line.
+// stepTimes records when the boot steps were done, for the "booted" line.
 type stepTimes struct {
 	mu    sync.Mutex
 	attrs []any
@@ -151,15 +150,15 @@ func Boot(ctx context.Context, cfg Config) (*System, error) {
 		}
 	}()
 
-	s.background("modules", func() error {
+	s.step("modules", func() error {
 		<-s.modules.bootDone
 		return nil
 	})
-	s.background("network", func() error {
+	s.step("network", func() error {
 		return errors.Join(setHostname(s.Cmdline.Hostname), s.setupNetwork(ctx),
 			writeResolv(s.Cmdline.DNS), writeHosts(s.Cmdline))
 	})
-	s.background("disk", func() error {
+	s.step("disk", func() error {
 		dev, err := s.setupDisk(ctx)
 		s.DataDevice = dev
 		if err != nil {
@@ -173,8 +172,8 @@ func Boot(ctx context.Context, cfg Config) (*System, error) {
 	return s, nil
 }
 
-// background runs a boot step on its own goroutine; Booted waits for it.
-func (s *System) background(name string, fn func() error) {
+// step runs a boot step on its own goroutine; Booted waits for it.
+func (s *System) step(name string, fn func() error) {
 	s.booting.Add(1)
 	go func() {
 		defer s.booting.Done()

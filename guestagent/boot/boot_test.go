@@ -5,16 +5,21 @@ package boot
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestHasExtSuperblock(t *testing.T) {
@@ -283,5 +288,54 @@ func TestLinkVirtioPorts(t *testing.T) {
 	}
 	if err := linkVirtioPorts(filepath.Join(sys, "missing"), dev); err != nil {
 		t.Errorf("no virtio-ports class: %v", err)
+	}
+}
+
+func TestLinkUp(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for a network namespace")
+	}
+	// A new network namespace, on a thread that dies with the goroutine
+	// (it exits still locked), has lo down.
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("skip: %w", err)
+			return
+		}
+		flags := func() (uint16, error) {
+			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+			if err != nil {
+				return 0, err
+			}
+			defer unix.Close(fd)
+			ifr, _ := unix.NewIfreq("lo")
+			err = unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr)
+			return ifr.Uint16(), err
+		}
+		if f, err := flags(); err != nil || f&unix.IFF_UP != 0 {
+			errc <- fmt.Errorf("lo in a new namespace: flags %#x, %v", f, err)
+			return
+		}
+		if err := linkUp("lo"); err != nil {
+			errc <- err
+			return
+		}
+		if f, err := flags(); err != nil || f&unix.IFF_UP == 0 {
+			errc <- fmt.Errorf("lo after linkUp: flags %#x, %v", f, err)
+			return
+		}
+		if err := linkUp("nosuchlink0"); err == nil {
+			errc <- errors.New("linkUp of a missing link succeeded")
+			return
+		}
+		errc <- nil
+	}()
+	if err := <-errc; err != nil {
+		if strings.HasPrefix(err.Error(), "skip: ") {
+			t.Skip(err)
+		}
+		t.Fatal(err)
 	}
 }

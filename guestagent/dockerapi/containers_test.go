@@ -16,7 +16,10 @@ import (
 )
 
 // fakeContainers is one running container using image.
-type fakeContainers struct{ image string }
+type fakeContainers struct {
+	engine.Containers // the methods not overridden panic
+	image             string
+}
 
 func (f *fakeContainers) List(ctx context.Context, opts engine.ListOptions) ([]container.Summary, error) {
 	return []container.Summary{{ID: "c0ffee", Names: []string{"/web"}, ImageID: f.image, State: container.StateRunning}}, nil
