@@ -24,7 +24,7 @@ PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
 # are test peers and clients.
 APT_PACKAGES := qemu-system-x86 qemu-system-arm qemu-utils protobuf-compiler \
 	gcc-aarch64-linux-gnu libc6-dev-arm64-cross libseccomp-dev busybox-static \
-	e2fsprogs cpio iproute2 docker.io docker-registry docker-compose
+	e2fsprogs cpio xz-utils iproute2 docker.io docker-registry docker-compose
 
 .PHONY: all help deps build cross guest generate test unit race integration e2e \
 	bench run stop clean vet typecheck-darwin test-inputs

@@ -11,16 +11,36 @@ import (
 // maxImage bounds a decompressed arm64 Image (Debian's is about 33 MB).
 const maxImage = 256 << 20
 
-// BootImage turns Debian's /boot/vmlinuz-* into what the hypervisors boot:
-// the bzImage as is on x86_64, and on aarch64 the uncompressed Image that
-// vz requires (gunzipped when the package ships it compressed).
+// BootImage turns Debian's /boot/vmlinuz-* into what the hypervisors boot.
+// On aarch64 that is the uncompressed Image that vz requires (gunzipped
+// when the package ships it compressed). On x86_64 it is the vmlinux ELF
+// inside the bzImage, which QEMU boots through its PVH entry point: that
+// skips the real-mode setup and, above all, the in-guest decompression,
+// about 2.5 s of a boot under TCG and still a few hundred milliseconds
+// under KVM. It costs disk (66 MB instead of 8) and nothing at run time,
+// since QEMU maps the file. A bzImage without an xz payload or a PVH entry
+// is kept as it is.
 func BootImage(a Arch, vmlinuz []byte) ([]byte, error) {
 	switch a.Name {
 	case "x86_64":
 		if err := checkBzImage(vmlinuz); err != nil {
 			return nil, err
 		}
-		return vmlinuz, nil
+		payload, err := bzPayload(vmlinuz)
+		if err != nil {
+			return nil, err
+		}
+		if !bytes.HasPrefix(payload, xzMagic) {
+			return vmlinuz, nil
+		}
+		elf, err := unxz(payload)
+		if err != nil {
+			return nil, fmt.Errorf("decompressing the x86 kernel: %w", err)
+		}
+		if !hasPVHEntry(elf) {
+			return vmlinuz, nil
+		}
+		return elf, nil
 	case "aarch64":
 		img := vmlinuz
 		if bytes.HasPrefix(img, []byte{0x1f, 0x8b}) {

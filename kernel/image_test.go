@@ -22,6 +22,8 @@ func fakeBzImage() []byte {
 	img := make([]byte, 4096)
 	binary.LittleEndian.PutUint16(img[0x1fe:], 0xaa55)
 	copy(img[0x202:], "HdrS")
+	binary.LittleEndian.PutUint16(img[0x206:], 0x20f)
+	img[0x1f1] = 1 // an empty payload right after one setup sector
 	return img
 }
 
