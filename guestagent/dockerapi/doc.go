@@ -6,10 +6,13 @@
 // negotiation), request decoding (bounded, strict, fuzzed), the wire types
 // (github.com/moby/moby/api, so the JSON matches dockerd's), streaming of
 // progress and events, and the mapping of error kinds to status codes in
-// one place (errors.go). Handlers are thin: decode, call the backend,
-// encode. It does not own images (images.Store), containers
-// (engine.Containers) or the events hub (engine.Events); it publishes the
-// image events its handlers cause.
+// one place (errors.go), and the streams of attach and exec (connection
+// hijacking, multiplexed framing, detach keys, half-close). Handlers are
+// thin: decode, call the backend, encode. It serves the three predefined
+// networks itself, read-only. It does not own images (images.Store),
+// containers (engine.Containers), volumes (engine.Volumes) or the events
+// hub (engine.Events); it publishes the image and volume events its
+// handlers cause, and the engine publishes container events.
 //
 //	h := dockerapi.New(dockerapi.Config{Images: st, Events: hub, RootDir: root})
 //	err := dockerapi.Serve(ctx, listener, h)

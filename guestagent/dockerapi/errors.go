@@ -56,6 +56,23 @@ func notImplementedf(format string, args ...any) error {
 	return engine.WithKind(engine.ErrNotImplemented, fmt.Sprintf(format, args...))
 }
 
+func conflictf(format string, args ...any) error {
+	return engine.WithKind(engine.ErrConflict, fmt.Sprintf(format, args...))
+}
+
+func forbiddenf(format string, args ...any) error {
+	return engine.WithKind(engine.ErrForbidden, fmt.Sprintf(format, args...))
+}
+
+// noSuch gives a bare not-found from a backend dockerd's wording ("No
+// such container: web"); an error that already says more is kept.
+func noSuch(what, name string, err error) error {
+	if err != nil && errors.Is(err, engine.ErrNotFound) && err.Error() == engine.ErrNotFound.Error() {
+		return notFoundf("No such %s: %s", what, name)
+	}
+	return err
+}
+
 // writeError sends err as dockerd does: {"message": ...} with the status of
 // its kind. 304 has no body.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {

@@ -1,8 +1,10 @@
 package dockerapi
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net"
@@ -13,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/moby/moby/api/pkg/stdcopy"
 
 	"github.com/berthvm/berth/guestagent/engine"
 	"github.com/berthvm/berth/images"
@@ -125,4 +129,93 @@ func (e *testEnv) do(t *testing.T, method, path string, body io.Reader, hdr map[
 		t.Fatal(err)
 	}
 	return resp, string(b)
+}
+
+// hijacked is a raw attach or exec-start connection.
+type hijacked struct {
+	conn *net.UnixConn
+	br   *bufio.Reader
+	resp *http.Response
+}
+
+// hijack sends a POST that the server takes over (attach, exec start) and
+// reads the response head; the stream follows on h.br.
+func (e *testEnv) hijack(t *testing.T, path, body string, upgrade bool) *hijacked {
+	t.Helper()
+	c, err := net.Dial("unix", e.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := c.(*net.UnixConn)
+	t.Cleanup(func() { conn.Close() })
+	_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
+	req, err := http.NewRequest("POST", "http://docker"+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if upgrade {
+		req.Header.Set("Connection", "Upgrade")
+		req.Header.Set("Upgrade", "tcp")
+	}
+	if err := req.Write(conn); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, req)
+	if err != nil {
+		t.Fatalf("POST %s: reading the response: %v", path, err)
+	}
+	return &hijacked{conn: conn, br: br, resp: resp}
+}
+
+// rest reads the stream to its end.
+func (h *hijacked) rest(t *testing.T) []byte {
+	t.Helper()
+	var r io.Reader = h.br
+	if h.resp.StatusCode != http.StatusSwitchingProtocols {
+		r = h.resp.Body
+	}
+	b, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatalf("reading the stream: %v", err)
+	}
+	return b
+}
+
+// demux splits a multiplexed stream, failing on a malformed one.
+func demux(t *testing.T, b []byte) (stdout, stderr string) {
+	t.Helper()
+	var o, e bytes.Buffer
+	if _, err := stdcopy.StdCopy(&o, &e, bytes.NewReader(b)); err != nil {
+		t.Fatalf("demultiplexing %q: %v", b, err)
+	}
+	return o.String(), e.String()
+}
+
+// startFake starts a server on the fake engine and volume store.
+func startFake(t *testing.T) (*testEnv, *fakeEngine, *fakeVolumes) {
+	t.Helper()
+	fe, fv := newFakeEngine(), newFakeVolumes()
+	e := startEnv(t, func(c *Config) {
+		c.Containers, c.Volumes, c.ID = fe, fv, "TEST:DAEMON:ID"
+	})
+	e.srv.statsInterval = 20 * time.Millisecond
+	return e, fe, fv
+}
+
+// mustJSON sends a request, checks the status and decodes the body.
+func (e *testEnv) mustJSON(t *testing.T, method, path, body string, code int, out any) {
+	t.Helper()
+	resp, b := e.do(t, method, path, strings.NewReader(body), map[string]string{"Content-Type": "application/json"})
+	if resp.StatusCode != code {
+		t.Fatalf("%s %s: status %d, want %d: %s", method, path, resp.StatusCode, code, b)
+	}
+	if out != nil {
+		if err := json.Unmarshal([]byte(b), out); err != nil {
+			t.Fatalf("%s %s: decoding %q: %v", method, path, b, err)
+		}
+	}
 }

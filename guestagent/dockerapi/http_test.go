@@ -222,7 +222,11 @@ func TestRawHTTP(t *testing.T) {
 		{"events bad filter", "GET", "/events?filters=" + `{"type":["bogus"]}`, "", nil, 400, "type=bogus"},
 		{"containers without engine", "GET", "/v1.50/containers/json", "", nil, 501, "container engine is not running"},
 		{"container create without engine", "POST", "/containers/create", "{}", nil, 501, "container engine"},
-		{"volumes", "GET", "/volumes", "", nil, 501, "not implemented"},
+		{"volumes without a store", "GET", "/volumes", "", nil, 501, "volume store is not running"},
+		{"exec without engine", "GET", "/exec/x/json", "", nil, 501, "container engine"},
+		{"commit without engine", "POST", "/commit?container=x", "", nil, 501, "container engine"},
+		{"swarm", "GET", "/swarm", "", nil, 501, "not supported"},
+		{"networks need no engine", "GET", "/networks/nope", "", nil, 404, "not found"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

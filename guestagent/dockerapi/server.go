@@ -34,6 +34,14 @@ type Config struct {
 	// Containers is the container engine; nil until it exists, and then
 	// container routes answer 501.
 	Containers engine.Containers
+	// Volumes is the named volume store; nil answers volume routes with
+	// 501. When it also has Usage (see volumeUsager), `docker system df`
+	// reports volume sizes.
+	Volumes engine.Volumes
+	// BridgeSubnet and BridgeInterface describe the default "bridge"
+	// network in `docker network inspect` (172.17.0.0/16 and berth0 when
+	// empty, netctl's defaults).
+	BridgeSubnet, BridgeInterface string
 	// Events is the hub behind GET /events; a private one is made when nil.
 	Events *engine.Events
 	// Name is the daemon's host name in `docker info` (os.Hostname when
@@ -62,13 +70,18 @@ type Server struct {
 	events *engine.Events
 	mux    *http.ServeMux
 	start  time.Time
+	// statsInterval is the period of streamed stats (1 s, as dockerd;
+	// tests shorten it).
+	statsInterval time.Duration
+	// networks are the predefined networks, IDs fixed at New.
+	networks []predefinedNetwork
 }
 
 var _ http.Handler = (*Server)(nil)
 
 // New returns the Docker API handler for cfg.
 func New(cfg Config) *Server {
-	s := &Server{cfg: cfg, log: cfg.Log, events: cfg.Events, mux: http.NewServeMux(), start: time.Now()}
+	s := &Server{cfg: cfg, log: cfg.Log, events: cfg.Events, mux: http.NewServeMux(), start: time.Now(), statsInterval: time.Second}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -81,6 +94,7 @@ func New(cfg Config) *Server {
 	if s.cfg.Version == "" {
 		s.cfg.Version = "dev"
 	}
+	s.networks = s.predefinedNetworks()
 	s.routes()
 	return s
 }
@@ -105,10 +119,13 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /images/{rest...}", s.imagePost)
 	m.HandleFunc("DELETE /images/{rest...}", s.imageDelete)
 
-	m.HandleFunc("GET /containers/json", s.containerList)
-	m.HandleFunc("/containers/", s.containersNotImplemented)
-	m.HandleFunc("/exec/", s.containersNotImplemented)
-	for _, p := range []string{"/build", "/commit", "/volumes", "/volumes/", "/networks", "/networks/", "/plugins", "/plugins/", "/session", "/grpc", "/swarm", "/swarm/", "/nodes", "/services", "/tasks", "/secrets", "/configs", "/distribution/"} {
+	s.containerRoutes(m)
+	s.volumeRoutes(m)
+	s.networkRoutes(m)
+	m.HandleFunc("POST /build/prune", s.buildPrune)
+	m.HandleFunc("GET /plugins", s.pluginList)
+	m.HandleFunc("GET /plugins/{rest...}", s.pluginInspect)
+	for _, p := range []string{"/build", "/build/", "/plugins/", "/session", "/grpc", "/swarm", "/swarm/", "/nodes", "/services", "/tasks", "/secrets", "/configs", "/distribution/"} {
 		m.HandleFunc(p, s.notImplemented(strings.Trim(p, "/")))
 	}
 }
@@ -135,7 +152,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) notImplemented(what string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		s.writeError(w, r, notImplementedf("%s is not implemented by berth yet", what))
+		// "not supported" lets `docker inspect` skip the object type.
+		s.writeError(w, r, notImplementedf("%s is not supported by berth yet", what))
 	}
 }
 

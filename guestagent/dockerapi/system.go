@@ -200,6 +200,11 @@ func (s *Server) diskUsage(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	vols, err := s.volumeUsage(ctx)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	var total, reclaim, active int64
 	for i := range imgs {
 		im := &imgs[i]
@@ -220,6 +225,29 @@ func (s *Server) diskUsage(w http.ResponseWriter, r *http.Request) {
 	}
 	if ctrs == nil {
 		ctrs = []container.Summary{}
+	}
+	cu := &container.DiskUsage{TotalCount: int64(len(ctrs))}
+	for _, c := range ctrs {
+		cu.TotalSize += c.SizeRw
+		if c.State == container.StateRunning || c.State == container.StatePaused || c.State == container.StateRestarting {
+			cu.ActiveCount++
+		} else {
+			cu.Reclaimable += c.SizeRw
+		}
+	}
+	vu := &volume.DiskUsage{TotalCount: int64(len(vols))}
+	for _, v := range vols {
+		if v.UsageData == nil {
+			continue
+		}
+		if v.UsageData.Size > 0 {
+			vu.TotalSize += v.UsageData.Size
+		}
+		if v.UsageData.RefCount > 0 {
+			vu.ActiveCount++
+		} else if v.UsageData.Size > 0 {
+			vu.Reclaimable += v.UsageData.Size
+		}
 	}
 	var resp diskUsageResponse
 	types := q.all("type")
@@ -243,6 +271,9 @@ func (s *Server) diskUsage(w http.ResponseWriter, r *http.Request) {
 		if want(system.ContainerObject) {
 			resp.Containers = ctrs
 		}
+		if want(system.VolumeObject) {
+			resp.Volumes = vols
+		}
 	}
 	if !before(r, "1.52") {
 		if want(system.ImageObject) {
@@ -252,16 +283,47 @@ func (s *Server) diskUsage(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		if want(system.ContainerObject) {
-			resp.ContainerUsage = &container.DiskUsage{TotalCount: int64(len(ctrs))}
+			resp.ContainerUsage = cu
 			if q.bool("verbose") {
 				resp.ContainerUsage.Items = ctrs
 			}
 		}
 		if want(system.VolumeObject) {
-			resp.VolumeUsage = &volume.DiskUsage{}
+			resp.VolumeUsage = vu
+			if q.bool("verbose") {
+				resp.VolumeUsage.Items = vols
+			}
 		}
 	}
 	writeJSON(w, http.StatusOK, resp)
+}
+
+// volumeUsage lists volumes with UsageData for df: the store's own
+// figures when it has them, else unknown (-1) sizes, which the CLI shows
+// as N/A.
+func (s *Server) volumeUsage(ctx context.Context) ([]volume.Volume, error) {
+	if s.cfg.Volumes == nil {
+		return []volume.Volume{}, nil
+	}
+	var vols []volume.Volume
+	var err error
+	if u, ok := s.cfg.Volumes.(volumeUsager); ok {
+		vols, err = u.Usage(ctx)
+	} else {
+		vols, err = s.cfg.Volumes.List(ctx, nil)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listing volumes: %w", err)
+	}
+	for i := range vols {
+		if vols[i].UsageData == nil {
+			vols[i].UsageData = &volume.UsageData{Size: -1, RefCount: -1}
+		}
+	}
+	if vols == nil {
+		vols = []volume.Volume{}
+	}
+	return vols, nil
 }
 
 // auth checks credentials against the registry (`docker login`).
