@@ -1,0 +1,5 @@
+//go:build !linux
+
+package jsonlog
+
+func newWatcher(path string) *watcher { return newPollWatcher() }
