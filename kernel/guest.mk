@@ -52,8 +52,10 @@ VERSION ?= $(shell git -C $(ROOT) describe --tags --always --dirty 2>/dev/null |
 # grpcnotrace drops golang.org/x/net/trace, and with it text/template,
 # whose reflection keeps the linker from pruning methods: the agent is
 # 8.2 MB instead of 11.6, which the guest unpacks, maps and keeps in
-# memory on every boot.
-GUEST_GO_FLAGS := -trimpath -buildvcs=false -tags 'netgo osusergo static_build grpcnotrace' \
+# memory on every boot. seccomp links libseccomp (statically, with cgo)
+# into runc's libcontainer, so containers get Docker's default seccomp
+# profile; without it the shim runs them unconfined and says so.
+GUEST_GO_FLAGS := -trimpath -buildvcs=false -tags 'netgo osusergo static_build grpcnotrace seccomp' \
 	-ldflags '-s -w -extldflags -static -X github.com/berthvm/berth/guestagent/control.Version=$(VERSION)'
 
 ifneq ($(wildcard $(ROOT)/cmd/berth-guestagent/*.go),)

@@ -20,14 +20,19 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/berthvm/berth/forwarding/portfwd"
 	"github.com/berthvm/berth/forwarding/transport"
+	"github.com/berthvm/berth/guestagent/api"
 	"github.com/berthvm/berth/guestagent/boot"
 	"github.com/berthvm/berth/guestagent/control"
+	"github.com/berthvm/berth/guestagent/netctl"
+	"github.com/berthvm/berth/guestagent/portwatch"
 	"github.com/berthvm/berth/guestagent/reaper"
 )
 
@@ -47,9 +52,12 @@ Usage:
   berth-guestagent                 as PID 1: boot the guest and serve
   berth-guestagent init            the same, spelled out (must be PID 1)
   berth-guestagent serve --listen unix:///DIR --root DIR [--debug]
-                                   native mode: serve on DIR/1024.sock as a
-                                   process on a Linux host (as root), with
-                                   state under --root; Ctrl-C stops it
+        [--bridge NAME] [--subnet CIDR] [--docker-socket PATH] [--live-restore]
+                                   native mode: serve the control service on
+                                   DIR/1024.sock and the Docker API on
+                                   DIR/2375.sock as a process on a Linux host
+                                   (as root), with state under --root; Ctrl-C
+                                   stops the containers, then the agent
   berth-guestagent version         print the version
   berth-guestagent help            this text
 
@@ -123,6 +131,8 @@ func runInit() {
 		fatal(ctx, log, sys, err)
 	}
 	rpcReqs := make(chan boot.PowerRequest, 1)
+	eng := new(atomic.Pointer[containerEngine])
+	pw := portwatch.New(portwatch.Config{Log: log.With("component", "portwatch")})
 	srv, err := control.New(control.Config{
 		Reaper:    sys.Reaper,
 		StateDir:  boot.StateDir,
@@ -131,7 +141,8 @@ func runInit() {
 		Shutdown: func(reboot bool) {
 			rpcReqs <- boot.PowerRequest{Reboot: reboot, Why: "Shutdown RPC"}
 		},
-		Log: log.With("component", "control"),
+		Snapshot: func() []*api.Event { return []*api.Event{eng.Load().portsSnapshot(), pw.Snapshot()} },
+		Log:      log.With("component", "control"),
 	})
 	if err != nil {
 		fatal(ctx, log, sys, err)
@@ -155,6 +166,8 @@ func runInit() {
 	log.Info("berth guest agent ready", "transport", name, "port", transport.PortControl,
 		"since kernel start", time.Since(sys.BootTime).Round(time.Millisecond))
 	sys.StartBackground()
+	go serveForwarding(ctx, log, tl, srv, pw)
+	go runVMEngine(ctx, log, sys, tl, srv, eng)
 
 	var req boot.PowerRequest
 	select {
@@ -222,14 +235,21 @@ func fatal(ctx context.Context, log *slog.Logger, sys *boot.System, err error) {
 	select {}
 }
 
+// nativeSubnet is native mode's default container subnet.
+const nativeSubnet = "10.213.0.0/16"
+
 // runServe is native mode.
 func runServe(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	listen := fs.String("listen", "", "where to serve: unix:///DIR puts one socket per guest port in DIR (control: DIR/1024.sock)")
 	root := fs.String("root", "", "state directory (the VM's /var/lib/berth)")
 	debugLog := fs.Bool("debug", false, "log at debug level")
+	bridge := fs.String("bridge", "berth0", "the containers' bridge interface")
+	subnet := fs.String("subnet", nativeSubnet, "the containers' IPv4 subnet (clear of a host docker0's 172.17.0.0/16)")
+	dockerSocket := fs.String("docker-socket", "", "also serve the Docker API on this unix socket (mode 0660)")
+	liveRestore := fs.Bool("live-restore", false, "leave containers running when the agent stops (the next agent reconnects to them), instead of stopping them as dockerd does")
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), "usage: berth-guestagent serve --listen unix:///DIR --root DIR [--debug]\n\n")
+		fmt.Fprint(fs.Output(), "usage: berth-guestagent serve --listen unix:///DIR --root DIR [--debug] [--bridge NAME] [--subnet CIDR] [--docker-socket PATH] [--live-restore]\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -276,30 +296,136 @@ func runServe(args []string) error {
 	if err != nil {
 		return err
 	}
+	eng := new(atomic.Pointer[containerEngine])
 	srv, err := control.New(control.Config{
 		Reaper:    rp,
 		StateDir:  *root,
 		Transport: "unix",
 		Native:    true,
 		Shutdown:  func(bool) { stop() },
+		Snapshot:  func() []*api.Event { return []*api.Event{eng.Load().portsSnapshot()} },
 		Log:       log.With("component", "control"),
 	})
 	if err != nil {
 		return err
 	}
 	serveErr := make(chan error, 1)
+	fl, err := tl.ListenPort(transport.PortForward)
+	if err != nil {
+		return err
+	}
+	go portfwd.ServeGuest(ctx, fl, log.With("component", "portfwd"))
 	go func() { serveErr <- srv.Serve(lis) }()
-	log.Info("berth guest agent ready (native mode)", "listen", lis.Addr().String(), "root", *root, "version", control.Version)
+
+	e, err := startEngine(ctx, engineConfig{
+		root:    *root,
+		reaper:  rp,
+		bridge:  *bridge,
+		subnet:  *subnet,
+		onPorts: netctl.BrokerSink(srv.Broker().Publish),
+		log:     log,
+	})
+	if err != nil {
+		srv.Stop(context.Background())
+		<-serveErr
+		return fmt.Errorf("starting the container engine: %w", err)
+	}
+	eng.Store(e)
+	dl, err := tl.ListenPort(transport.PortDocker)
+	if err != nil {
+		e.close()
+		return err
+	}
+	e.serve(ctx, dl)
+	if *dockerSocket != "" {
+		l, err := listenUnix(*dockerSocket, 0o660)
+		if err != nil {
+			e.close()
+			return err
+		}
+		defer os.Remove(*dockerSocket)
+		e.serve(ctx, l)
+	}
+	log.Info("berth guest agent ready (native mode)", "listen", lis.Addr().String(), "docker", dl.Addr().String(), "root", *root, "version", control.Version)
 
 	select {
 	case <-ctx.Done():
 	case err := <-serveErr:
+		e.close()
 		return err
 	}
-	log.Info("stopping")
+	var engErr error
+	if *liveRestore {
+		log.Info("stopping; containers keep running")
+		engErr = e.close()
+	} else {
+		log.Info("stopping the containers, then the agent")
+		ectx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		engErr = e.shutdown(ectx)
+		cancel()
+	}
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	err = srv.Stop(sctx)
+	err = errors.Join(engErr, srv.Stop(sctx))
 	<-serveErr
 	return err
+}
+
+// runVMEngine starts the container engine in the VM once the boot has
+// settled (the data disk, overlay, bridge and netfilter modules and the
+// cgroup controllers are ready), then serves the Docker API on guest port
+// 2375. The control service answers meanwhile. At power-off the engine
+// stops the containers (briefly: the hooks share a deadline) and closes.
+func runVMEngine(ctx context.Context, log *slog.Logger, sys *boot.System, tl guestListener, srv *control.Server, eng *atomic.Pointer[containerEngine]) {
+	<-sys.Settled()
+	elog := log.With("component", "engine")
+	e, err := startEngine(ctx, engineConfig{
+		root:          boot.StateDir,
+		reaper:        sys.Reaper,
+		bridge:        netctl.DefaultBridge,
+		subnet:        netctl.DefaultSubnet,
+		uplink:        "eth0",
+		hostGatewayIP: vmHostGatewayIP,
+		onPorts:       netctl.BrokerSink(srv.Broker().Publish),
+		log:           log,
+	})
+	if err != nil {
+		elog.Error("the container engine did not start: docker is unavailable", "err", err)
+		return
+	}
+	eng.Store(e)
+	sys.OnShutdown("container engine", func(ctx context.Context) error {
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		return e.shutdown(sctx)
+	})
+	l, err := tl.ListenPort(transport.PortDocker)
+	if err != nil {
+
+		elog.Error("listening on the docker port: docker is unavailable", "err", err)
+		return
+	}
+	e.serve(ctx, l)
+	elog.Info("docker engine ready", "port", transport.PortDocker, "since kernel start", time.Since(sys.BootTime).Round(time.Millisecond))
+}
+
+// vmHostGatewayIP is the host's loopback as gvisor-tap-vsock exposes it
+// to the guest (DESIGN.md, "Guest network").
+const vmHostGatewayIP = "192.168.127.254"
+
+// serveForwarding serves the host's port-forward streams on guest port
+// 1025, and publishes the services that listen in the VM itself (outside
+// containers) as port events, so the host forwards them too.
+func serveForwarding(ctx context.Context, log *slog.Logger, tl guestListener, srv *control.Server, pw *portwatch.Watcher) {
+	l, err := tl.ListenPort(transport.PortForward)
+	if err != nil {
+		log.Error("listening on the port-forward port: published ports are not forwarded", "err", err)
+	} else {
+		go func() {
+			if err := portfwd.ServeGuest(ctx, l, log.With("component", "portfwd")); err != nil {
+				log.Error("port forwarding stopped", "err", err)
+			}
+		}()
+	}
+	pw.Run(ctx, srv.Broker().Publish)
 }

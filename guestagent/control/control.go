@@ -54,6 +54,15 @@ type Config struct {
 	// been answered. PID 1 powers off there; native mode stops serving.
 	// Nil makes Shutdown fail with Unimplemented.
 	Shutdown func(reboot bool)
+	// Snapshot returns the current state for each new Events subscriber,
+	// typically one PortEvent snapshot per source of ports (the engine's
+	// published ports, the port watcher's listeners). The service merges
+	// every port snapshot it returns into one, which it sends first, so
+	// the host replaces its whole set of forwards at once; other events
+	// follow as they are. It is called once per subscriber, after the
+	// subscription starts, so nothing published meanwhile is lost (it may
+	// arrive twice; port events are idempotent). Nil sends no snapshot.
+	Snapshot func() []*api.Event
 	// Log receives the service's log; nil discards it.
 	Log *slog.Logger
 }

@@ -4,6 +4,7 @@ package control
 
 import (
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -137,6 +138,13 @@ func (s *Subscription) Err() error {
 func (s *Server) Events(_ *api.EventsRequest, stream api.Agent_EventsServer) error {
 	sub := s.broker.Subscribe()
 	defer sub.Close()
+	if s.cfg.Snapshot != nil {
+		for _, ev := range mergeSnapshots(s.cfg.Snapshot()) {
+			if err := stream.Send(ev); err != nil {
+				return err
+			}
+		}
+	}
 	ctx := stream.Context()
 	for {
 		select {
@@ -158,4 +166,36 @@ func (s *Server) Events(_ *api.EventsRequest, stream api.Agent_EventsServer) err
 			}
 		}
 	}
+}
+
+// mergeSnapshots turns the events a Snapshot hook returned into what a
+// new subscriber gets: first one PortEvent snapshot holding the ports of
+// every port snapshot in evs (each port once), then the other events in
+// their order. The hook's events are not changed.
+func mergeSnapshots(evs []*api.Event) []*api.Event {
+	merged := &api.PortEvent{Snapshot: true}
+	seen := make(map[string]bool)
+	out := []*api.Event{{TimeUnixNs: time.Now().UnixNano(), Kind: &api.Event_Ports{Ports: merged}}}
+	for _, ev := range evs {
+		if ev == nil {
+			continue
+		}
+		pe := ev.GetPorts()
+		if pe == nil || !pe.GetSnapshot() {
+			out = append(out, ev)
+			continue
+		}
+		for _, p := range pe.GetAdded() {
+			k := portKey(p)
+			if !seen[k] {
+				seen[k] = true
+				merged.Added = append(merged.Added, p)
+			}
+		}
+	}
+	return out
+}
+
+func portKey(p *api.Port) string {
+	return fmt.Sprintf("%s|%s|%d|%s|%d", p.GetProtocol(), p.GetHostIp(), p.GetHostPort(), p.GetGuestIp(), p.GetGuestPort())
 }

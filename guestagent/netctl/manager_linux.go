@@ -19,6 +19,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // Manager owns the bridge, the containers' namespaces and the nftables
@@ -84,7 +85,9 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 	if m.ns, err = netns.GetFromPath(m.nsPath); err != nil {
 		return nil, fmt.Errorf("opening network namespace %s: %w", m.nsPath, err)
 	}
-	if m.nl, err = netlink.NewHandleAt(m.ns); err != nil {
+	// NETLINK_ROUTE only: by default the handle also opens XFRM, which
+	// needs the xfrm_user module the guest does not ship.
+	if m.nl, err = netlink.NewHandleAt(m.ns, unix.NETLINK_ROUTE); err != nil {
 		m.ns.Close()
 		return nil, fmt.Errorf("opening netlink: %w", err)
 	}
@@ -255,7 +258,7 @@ func (m *Manager) createEndpoint(ctx context.Context, id string, ep *epState, op
 		return fmt.Errorf("opening container network namespace: %w", err)
 	}
 	defer cns.Close()
-	cnl, err := netlink.NewHandleAt(cns)
+	cnl, err := netlink.NewHandleAt(cns, unix.NETLINK_ROUTE)
 	if err != nil {
 		return fmt.Errorf("opening netlink in container namespace: %w", err)
 	}
