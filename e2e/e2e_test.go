@@ -32,10 +32,11 @@ func repoRoot(t *testing.T) string {
 }
 
 type env struct {
-	t    *testing.T
-	bin  string
-	home string
-	path string // PATH for berth
+	t            *testing.T
+	bin          string
+	home         string
+	path         string // PATH for berth
+	dockerConfig string // DOCKER_CONFIG for berth and docker
 }
 
 func newEnv(t *testing.T) *env {
@@ -52,7 +53,13 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, bin: bin, home: home, path: os.Getenv("PATH")}
+	// The docker CLI's config too: "berth start" writes a docker context.
+	dockerConfig, err := os.MkdirTemp("", "be2edc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dockerConfig) })
+	e := &env{t: t, bin: bin, home: home, path: os.Getenv("PATH"), dockerConfig: dockerConfig}
 	t.Cleanup(func() {
 		// Never leave a VM behind, whatever failed.
 		names, _ := os.ReadDir(home)
@@ -83,7 +90,7 @@ func tail(s string, n int) string {
 
 func (e *env) cmd(args ...string) *exec.Cmd {
 	c := exec.Command(e.bin, args...)
-	c.Env = append(os.Environ(), "BERTH_HOME="+e.home, "PATH="+e.path)
+	c.Env = append(os.Environ(), "BERTH_HOME="+e.home, "PATH="+e.path, "DOCKER_CONFIG="+e.dockerConfig)
 	return c
 }
 

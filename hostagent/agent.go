@@ -12,9 +12,11 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/berthvm/berth/forwarding/portfwd"
 	"github.com/berthvm/berth/guestagent/api"
 	"github.com/berthvm/berth/hostagent/events"
 	"github.com/berthvm/berth/hostagent/instance"
+	"github.com/berthvm/berth/hostagent/usernet"
 	"github.com/berthvm/berth/kernel"
 	"github.com/berthvm/berth/vm"
 )
@@ -39,6 +41,11 @@ type Agent struct {
 	guest  api.AgentClient
 	conn   *grpc.ClientConn
 	driver vm.Driver
+
+	fwd        *portfwd.Forwarder // the running port forwarder, if any
+	lastPorts  []portfwd.Forward  // what the event log last said
+	portErrs   []string           // the status errors that are about ports
+	dockerDown bool               // the docker socket could not be served
 
 	stopReq chan struct{}
 	stopOne sync.Once
@@ -134,7 +141,20 @@ func (a *Agent) boot(ctx context.Context) error {
 	}
 	a.step("data disk ready", t)
 
+	t = time.Now()
+	netw, err := usernet.New(a.log)
+	if err != nil {
+		return err
+	}
+	defer netw.Close()
 	vcfg := VMConfig(a.inst, cfg, kern, initrd)
+	releaseNIC, err := attachNIC(ctx, netw, a.inst, cfg, &vcfg)
+	if err != nil {
+		return err
+	}
+	defer releaseNIC()
+	a.step("user-mode network ready", t)
+
 	d, err := a.newDriver(cfg, vcfg, a.log)
 	if err != nil {
 		return err
@@ -193,12 +213,17 @@ func (a *Agent) boot(ctx context.Context) error {
 		return err
 	}
 	a.syncTime(ctx)
-	closeDocker, err := serveDockerSocket(ctx, a.inst.Path(instance.DockerSocket), d.Transport(), a.log)
+	closeDocker, err := ServeDockerSocket(ctx, a.inst.Path(instance.DockerSocket), d.Transport(), a.dockerReady, a.log)
 	if err != nil {
+		a.mu.Lock()
+		a.dockerDown = true
+		a.mu.Unlock()
 		a.emit(func(s *events.Status) { s.Degraded = true; s.Errors = append(s.Errors, err.Error()) })
 	} else {
 		defer closeDocker()
 	}
+	a.startPorts(ctx, d, client, cfg.Ports.BindAll)
+	defer a.stopPorts()
 	a.emit(func(s *events.Status) {
 		s.Phase = events.Running
 		s.Step = "guest agent answered"
@@ -260,6 +285,7 @@ func (a *Agent) syncTime(ctx context.Context) {
 }
 
 func (a *Agent) stop(d vm.Driver) error {
+	a.stopPorts()
 	a.emit(func(s *events.Status) { s.Phase = events.Stopping; s.Step = "stopping" })
 	t := time.Now()
 	a.mu.Lock()
@@ -318,7 +344,23 @@ func waitDone(d vm.Driver, timeout time.Duration) bool {
 	}
 }
 
-// VMConfig maps an instance's config to the driver's.
+// dockerReady says why the docker socket cannot reach the engine now, so
+// that clients get that at once instead of waiting on a guest that is
+// going away.
+func (a *Agent) dockerReady() error {
+	switch a.Status().Phase {
+	case events.Running:
+		return nil
+	case events.Stopping:
+		return fmt.Errorf("instance %q is stopping", a.inst.Name)
+	default:
+		return fmt.Errorf("instance %q is not running", a.inst.Name)
+	}
+}
+
+// VMConfig maps an instance's config to the driver's. The guest's network
+// settings go on its kernel command line; the NIC itself is attached by
+// the host agent (attachNIC).
 func VMConfig(inst *instance.Instance, cfg *instance.Config, kern, initrd string) vm.Config {
 	return vm.Config{
 		Name:        inst.Name,
@@ -329,7 +371,8 @@ func VMConfig(inst *instance.Instance, cfg *instance.Config, kern, initrd string
 		DataDisk:    inst.Path(instance.DataDiskFile),
 		Kernel:      kern,
 		Initrd:      initrd,
-		Cmdline:     []string{"berth.hostname=" + inst.Name},
+		Cmdline:     append([]string{"berth.hostname=" + inst.Name}, usernet.KernelArgs()...),
+		MAC:         usernet.GuestMAC(inst.Name),
 		SerialLog:   inst.Path(instance.SerialLogFile),
 	}
 }

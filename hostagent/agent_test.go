@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -32,6 +34,7 @@ type fakeGuest struct {
 	vm             *fakeVM
 	ignoreShutdown bool
 	synced         chan int64
+	evs            *fakeEvents // nil: Events is unimplemented
 }
 
 func (g *fakeGuest) Info(context.Context, *api.InfoRequest) (*api.InfoResponse, error) {
@@ -154,7 +157,12 @@ func (f *fakeVM) Running() bool {
 func (f *fakeVM) Transport() transport.Dialer {
 	return transport.DialerFunc(func(ctx context.Context, port uint32) (net.Conn, error) {
 		var d net.Dialer
-		return d.DialContext(ctx, "unix", filepath.Join(f.dir, fmt.Sprint(port)))
+		c, err := d.DialContext(ctx, "unix", filepath.Join(f.dir, fmt.Sprint(port)))
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
+			// As the real transports say it.
+			return nil, fmt.Errorf("guest port %d is %w (%v)", port, transport.ErrNotListening, err)
+		}
+		return c, err
 	})
 }
 

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/berthvm/berth/forwarding/portfwd"
 	"github.com/berthvm/berth/forwarding/transport"
 	"github.com/berthvm/berth/hostagent/events"
 )
@@ -20,6 +21,7 @@ import (
 //
 //	GET  /v1/status        the agent's Status as JSON
 //	POST /v1/stop          start a graceful stop; 202, progress goes to events.jsonl
+//	GET  /v1/ports         the forwarded ports ([]portfwd.Forward) as JSON
 //	GET  /v1/tunnel/{port} upgrade to a raw byte stream to that guest port
 //
 // The tunnel lets the CLI speak gRPC to the guest agent itself, so the host
@@ -36,6 +38,7 @@ func newControlServer(a *Agent) *controlServer {
 	c := &controlServer{a: a, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}}
 	mux.HandleFunc("GET /v1/status", c.status)
 	mux.HandleFunc("POST /v1/stop", c.stop)
+	mux.HandleFunc("GET /v1/ports", c.ports)
 	mux.HandleFunc("GET /v1/tunnel/{port}", c.tunnel)
 	return c
 }
@@ -55,6 +58,10 @@ func writeError(w http.ResponseWriter, code int, msg string) {
 
 func (c *controlServer) status(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, c.a.Status())
+}
+
+func (c *controlServer) ports(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, c.a.Ports())
 }
 
 func (c *controlServer) stop(w http.ResponseWriter, r *http.Request) {
@@ -170,6 +177,15 @@ func (c *Client) Status(ctx context.Context) (*events.Status, error) {
 		return nil, err
 	}
 	return &s, nil
+}
+
+// Ports lists the ports the agent forwards.
+func (c *Client) Ports(ctx context.Context) ([]portfwd.Forward, error) {
+	var ps []portfwd.Forward
+	if err := c.do(ctx, http.MethodGet, "/v1/ports", &ps); err != nil {
+		return nil, err
+	}
+	return ps, nil
 }
 
 // Stop asks the agent to stop the VM. It returns at once; the agent exits

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/berthvm/berth/forwarding/portfwd"
 	"github.com/berthvm/berth/guestagent/api"
 	"github.com/berthvm/berth/hostagent/events"
 	"github.com/berthvm/berth/hostagent/instance"
@@ -48,6 +49,7 @@ type InstanceStatus struct {
 	Errors     []string          `json:"errors,omitempty"`
 	Guest      *events.GuestInfo `json:"guest,omitempty"`
 	DockerSock string            `json:"dockerSocket,omitempty"`
+	Ports      []portfwd.Forward `json:"ports,omitempty"`
 }
 
 // Inspect reports an instance's state without changing it, except that a
@@ -92,6 +94,7 @@ func Inspect(ctx context.Context, inst *instance.Instance) *InstanceStatus {
 	switch {
 	case s.Phase == events.Running && s.Degraded:
 		st.State = StateDegraded
+		st.DockerSock = inst.Path(instance.DockerSocket)
 	case s.Phase == events.Running:
 		st.State = StateRunning
 		st.DockerSock = inst.Path(instance.DockerSocket)
@@ -102,7 +105,7 @@ func Inspect(ctx context.Context, inst *instance.Instance) *InstanceStatus {
 	default:
 		st.State = StateStopped
 	}
-	st.Errors, st.Guest = s.Errors, s.Guest
+	st.Errors, st.Guest, st.Ports = s.Errors, s.Guest, s.Ports
 	if st.DockerSock != "" {
 		if _, err := os.Stat(st.DockerSock); err != nil {
 			st.DockerSock = ""

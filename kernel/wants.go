@@ -61,6 +61,11 @@ var guestModules = []struct {
 	{Want: modules.Want{Name: "ip6table_nat", Config: "CONFIG_IP6_NF_NAT", Optional: true}},
 	{Want: modules.Want{Name: "ip6table_filter", Config: "CONFIG_IP6_NF_FILTER", Optional: true}},
 
+	// Socket diagnostics, for finding the services that listen in the VM
+	// (guestagent/portwatch) without walking /proc/net.
+	{Want: modules.Want{Name: "tcp_diag", Config: "CONFIG_INET_TCP_DIAG", Optional: true}},
+	{Want: modules.Want{Name: "udp_diag", Config: "CONFIG_INET_UDP_DIAG", Optional: true}},
+
 	// Power button, so the host can ask for a clean shutdown: ACPI on x86
 	// (and on arm64 under ACPI firmware), gpio-keys on arm64 virt.
 	{Want: modules.Want{Name: "button", Config: "CONFIG_ACPI_BUTTON"}},

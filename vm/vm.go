@@ -11,6 +11,7 @@ package vm
 import (
 	"context"
 	"errors"
+	"os"
 
 	"github.com/berthvm/berth/forwarding/transport"
 )
@@ -65,8 +66,15 @@ type Config struct {
 	Cmdline     []string // kernel arguments; the backend adds its console= and transport
 	SerialLog   string   // where the guest console goes
 	Shares      []Share
-	NetSocket   string // unix socket of the user-mode network; empty means no NIC
-	MAC         string // NIC MAC address
+	// NetSocket is the host agent's end of the NIC for a hypervisor in
+	// its own process (QEMU): a unix datagram socket frames are sent to
+	// (a stream socket on Windows). Empty, with no NetFile, means no NIC.
+	NetSocket string
+	// NetFile is the VM's end of a connected datagram socket pair
+	// (vm/netpair) for a hypervisor in this process (vz). The backend
+	// does not close it.
+	NetFile *os.File
+	MAC     string // NIC MAC address
 }
 
 // Lifecycle starts and stops a VM.

@@ -21,6 +21,7 @@ func newHostagentCmd() *cobra.Command {
 				return err
 			}
 			log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("instance", inst.Name)
+			routeLogrus(log.With("component", "usernet"))
 			log.Info("host agent starting", "version", version, "pid", os.Getpid())
 			err = hostagent.Run(cmd.Context(), inst, log)
 			if err != nil {

@@ -7,12 +7,14 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/berthvm/berth/hostagent"
+	"github.com/berthvm/berth/hostagent/dockerctx"
 	"github.com/berthvm/berth/hostagent/instance"
 )
 
@@ -43,11 +45,12 @@ func maxArgs(n int) cobra.PositionalArgs {
 }
 
 type startFlags struct {
-	cpus    int
-	memory  string
-	disk    string
-	arch    string
-	timeout time.Duration
+	cpus       int
+	memory     string
+	disk       string
+	arch       string
+	timeout    time.Duration
+	useContext bool
 }
 
 func (f *startFlags) register(cmd *cobra.Command) {
@@ -103,7 +106,18 @@ settings given by the flags; for an existing, stopped instance the flags
 change its settings (the disk may only grow and the arch is fixed).
 
 When the VM is still running but its host agent is not (it was killed),
-start reattaches to the VM without rebooting it.`,
+start reattaches to the VM without rebooting it.
+
+The instance's Docker API is at $BERTH_HOME/NAME/docker.sock. start
+creates or updates a docker context for it, "berth" for the default
+instance and "berth-NAME" for the others, in the docker CLI's own
+configuration ($DOCKER_CONFIG or ~/.docker); --use-context also makes it
+the current context. Other contexts are left alone.
+
+Settings in config.yaml that no flag sets:
+  ports:
+    bindAll: true   ports published on 0.0.0.0 listen on every host
+                    interface, not only on 127.0.0.1 and ::1`,
 		Args: maxArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			home, err := instance.Home()
@@ -138,10 +152,15 @@ start reattaches to the VM without rebooting it.`,
 					return err
 				}
 			}
-			return hostagent.Start(cmd.Context(), inst, cmd.OutOrStdout(), hostagent.StartOptions{Timeout: f.timeout})
+			if err := hostagent.Start(cmd.Context(), inst, cmd.OutOrStdout(), hostagent.StartOptions{Timeout: f.timeout}); err != nil {
+				return err
+			}
+			setupDockerContext(cmd.OutOrStdout(), inst, f.useContext)
+			return nil
 		},
 	}
 	f.register(cmd)
+	cmd.Flags().BoolVar(&f.useContext, "use-context", false, "also make the instance's docker context the docker CLI's current one")
 	return cmd
 }
 
@@ -180,7 +199,11 @@ func newRestartCmd() *cobra.Command {
 			if err := hostagent.Stop(cmd.Context(), inst, cmd.OutOrStdout(), false); err != nil {
 				return err
 			}
-			return hostagent.Start(cmd.Context(), inst, cmd.OutOrStdout(), hostagent.StartOptions{Timeout: f.timeout})
+			if err := hostagent.Start(cmd.Context(), inst, cmd.OutOrStdout(), hostagent.StartOptions{Timeout: f.timeout}); err != nil {
+				return err
+			}
+			setupDockerContext(cmd.OutOrStdout(), inst, false)
+			return nil
 		},
 	}
 	cmd.Flags().DurationVar(&f.timeout, "timeout", 0, "how long to wait for the guest agent (default 5m30s)")
@@ -236,6 +259,16 @@ func newStatusCmd() *cobra.Command {
 			if g := st.Guest; g != nil {
 				fmt.Fprintf(cmd.OutOrStdout(), "guest: agent %s, kernel %s %s, transport %s\n", g.AgentVersion, g.Kernel, g.Arch, g.Transport)
 			}
+			if st.DockerSock != "" {
+				fmt.Fprintf(cmd.OutOrStdout(), "docker: unix://%s (context %q)\n", st.DockerSock, dockerctx.Name(st.Name))
+			}
+			for _, p := range st.Ports {
+				state := "on " + strings.Join(p.Listen, ", ")
+				if p.Error != "" {
+					state = "error: " + p.Error
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "port: %s (%s)\n", p.Port, state)
+			}
 			return nil
 		},
 	}
@@ -289,7 +322,11 @@ image, container and volume in it. A running instance is refused unless
 			if err != nil {
 				return err
 			}
-			return hostagent.Delete(cmd.Context(), inst, cmd.OutOrStdout(), force)
+			if err := hostagent.Delete(cmd.Context(), inst, cmd.OutOrStdout(), force); err != nil {
+				return err
+			}
+			removeDockerContext(cmd.OutOrStdout(), inst)
+			return nil
 		},
 	}
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "stop a running instance hard before deleting it")

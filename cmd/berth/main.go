@@ -62,7 +62,7 @@ commands take an instance NAME and default to "default".`,
 	root.AddCommand(
 		newStartCmd(), newStopCmd(), newRestartCmd(), newStatusCmd(), newListCmd(),
 		newDeleteCmd(), newExecCmd(), newShellCmd(), newLogsCmd(), newVersionCmd(),
-		newHostagentCmd(),
+		newPortsCmd(), newDockerEnvCmd(), newHostagentCmd(),
 	)
 	return root
 }

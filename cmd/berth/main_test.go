@@ -33,7 +33,8 @@ func TestMain(m *testing.M) {
 func berth(t *testing.T, home string, args ...string) (string, int) {
 	t.Helper()
 	cmd := exec.Command(berthBin, args...)
-	cmd.Env = append(os.Environ(), "BERTH_HOME="+home)
+	// The docker CLI's config stays in the test's home too.
+	cmd.Env = append(os.Environ(), "BERTH_HOME="+home, "DOCKER_CONFIG="+filepath.Join(home, ".docker"))
 	out, err := cmd.CombinedOutput()
 	code := 0
 	var ee *exec.ExitError

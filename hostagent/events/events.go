@@ -14,6 +14,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"github.com/berthvm/berth/forwarding/portfwd"
 )
 
 // Phase is where an instance is in its life.
@@ -40,6 +42,8 @@ type Status struct {
 	Message  string        `json:"message,omitempty"`
 	Guest    *GuestInfo    `json:"guest,omitempty"`
 	PID      int           `json:"hostagentPid,omitempty"`
+	// Ports are the forwarded ports, with why one cannot be forwarded.
+	Ports []portfwd.Forward `json:"ports,omitempty"`
 }
 
 // GuestInfo is what the guest agent reported when it answered.

@@ -27,6 +27,8 @@ const (
 	EventsFile    = "events.jsonl"
 	SerialLogFile = "serial.log"
 	DockerSocket  = "docker.sock"
+	// NetSocket is the host agent's end of the VM's NIC (QEMU).
+	NetSocket = "net.sock"
 )
 
 // ErrNotExist reports an instance that has not been created.

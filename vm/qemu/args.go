@@ -3,6 +3,7 @@ package qemu
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"strconv"
 	"strings"
 
@@ -25,6 +26,7 @@ type files struct {
 	PID     string // written by QEMU itself
 	Log     string // QEMU's own stdout and stderr
 	Console string // the guest console, unless the config names another file
+	Net     string // QEMU's end of the datagram NIC socket (Unix hosts)
 }
 
 // instanceFiles names the files in dir, with goos's path separator, so that
@@ -43,6 +45,7 @@ func instanceFiles(dir, goos string) files {
 		PID:     join("qemu.pid"),
 		Log:     join("qemu.log"),
 		Console: join("serial.log"),
+		Net:     join("qnet.sock"),
 	}
 }
 
@@ -197,10 +200,20 @@ func Args(cfg vm.Config, h Host) ([]string, error) {
 	}
 
 	if cfg.NetSocket != "" {
-		// QEMU 7.2's stream netdev never reconnects (8.0 adds reconnect=):
-		// the network end must outlive the host agent, or the NIC stays
-		// down after an agent restart until the VM restarts.
-		add("-netdev", "stream,id=net0,server=off,addr.type=unix,addr.path="+opt(cfg.NetSocket))
+		if h.GOOS == "windows" {
+			// Windows has no AF_UNIX datagram sockets: QEMU connects to
+			// the host agent's stream socket, and frames carry a length.
+			add("-netdev", "stream,id=net0,server=off,addr.type=unix,addr.path="+opt(cfg.NetSocket))
+		} else {
+			// Datagrams, one Ethernet frame each, sent to the host
+			// agent's socket by path. A stream netdev would do, but
+			// QEMU 7.2's never reconnects (8.0 adds reconnect=), so a
+			// restarted host agent would find the NIC dead until the
+			// VM rebooted; a datagram socket needs no connection: the
+			// new agent binds the same path and frames flow again.
+			add("-netdev", "dgram,id=net0,local.type=unix,local.path="+opt(f.Net)+
+				",remote.type=unix,remote.path="+opt(cfg.NetSocket))
+		}
 		nic := "virtio-net-pci,netdev=net0"
 		if cfg.MAC != "" {
 			nic += ",mac=" + cfg.MAC
@@ -276,6 +289,9 @@ func validate(cfg vm.Config, h Host) error {
 		socks := []string{f.QMP, f.Serial}
 		if cfg.NetSocket != "" {
 			socks = append(socks, cfg.NetSocket)
+			if h.GOOS != "windows" {
+				socks = append(socks, f.Net)
+			}
 		}
 		for _, p := range socks {
 			if max := maxSocketPath(h.GOOS); len(p) > max {
@@ -288,3 +304,7 @@ func validate(cfg vm.Config, h Host) error {
 	}
 	return nil
 }
+
+// NICPeer is the path QEMU binds for its end of the datagram NIC in
+// instance directory dir, where the host agent sends the guest's frames.
+func NICPeer(dir string) string { return instanceFiles(dir, runtime.GOOS).Net }

@@ -116,7 +116,7 @@ func TestArgsGolden(t *testing.T) {
 -device virtio-9p-pci,fsdev=fs0,mount_tag=home
 -fsdev local,id=fs1,path=/srv/a,,b,security_model=none,multidevs=remap,readonly=on
 -device virtio-9p-pci,fsdev=fs1,mount_tag=ro,,tag
--netdev stream,id=net0,server=off,addr.type=unix,addr.path=/home/u/.berth/default/net.sock
+-netdev dgram,id=net0,local.type=unix,local.path=/home/u/.berth/default/qnet.sock,remote.type=unix,remote.path=/home/u/.berth/default/net.sock
 -device virtio-net-pci,netdev=net0,mac=52:54:00:aa:bb:cc`,
 		},
 		{
@@ -219,7 +219,7 @@ func TestArgsGolden(t *testing.T) {
 -device virtio-9p-pci,fsdev=fs0,mount_tag=home
 -fsdev local,id=fs1,path=/srv/a,,b,security_model=none,multidevs=remap,readonly=on
 -device virtio-9p-pci,fsdev=fs1,mount_tag=ro,,tag
--netdev stream,id=net0,server=off,addr.type=unix,addr.path=/Users/u/.berth/default/net.sock
+-netdev dgram,id=net0,local.type=unix,local.path=/Users/u/.berth/default/qnet.sock,remote.type=unix,remote.path=/Users/u/.berth/default/net.sock
 -device virtio-net-pci,netdev=net0,mac=52:54:00:aa:bb:cc`,
 		},
 		{

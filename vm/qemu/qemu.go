@@ -5,8 +5,9 @@
 // virtio-serial transport to the guest agent.
 //
 // It does not own the guest bundle, the data disk's contents, the user-mode
-// network (it only plugs the NIC into cfg.NetSocket) or the transport's
-// framing (forwarding/transport).
+// network (it only plugs the NIC into cfg.NetSocket: a datagram socket that
+// QEMU sends frames to from its own qnet.sock, or on Windows a stream
+// socket) or the transport's framing (forwarding/transport).
 //
 // Machine choice, measured under TCG on the shared 2-core build host: Debian's
 // 6.1 kernel, a busybox init that loads virtio and waits for /dev/vda, then
@@ -481,7 +482,7 @@ func (d *Driver) lookBinary() (string, error) {
 
 // removeRuntimeFiles deletes what a dead QEMU leaves behind. The logs stay.
 func (d *Driver) removeRuntimeFiles() {
-	for _, p := range []string{d.files.PID, d.files.QMP, d.files.Serial} {
+	for _, p := range []string{d.files.PID, d.files.QMP, d.files.Serial, d.files.Net} {
 		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			d.log.Warn("removing qemu runtime file", "path", p, "err", err)
 		}

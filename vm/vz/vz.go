@@ -34,7 +34,7 @@ const dialRetry = 100 * time.Millisecond
 type Driver struct {
 	cfg     vm.Config
 	log     *slog.Logger
-	netFile *os.File // the VM's end of the network socket pair; nil: no NIC
+	netFile *os.File // the VM's end of the network socket pair (cfg.NetFile); nil: no NIC
 
 	mu      sync.Mutex
 	machine *vz.VirtualMachine
@@ -42,18 +42,10 @@ type Driver struct {
 	done    chan struct{}
 }
 
-// Option configures a Driver.
-type Option func(*Driver)
-
-// WithNetwork gives the VM a virtio NIC on f, a connected datagram socket
-// (the VM end of netpair.New). The driver does not close f.
-func WithNetwork(f *os.File) Option {
-	return func(d *Driver) { d.netFile = f }
-}
-
 // New returns a driver for cfg. It starts nothing. vz runs only guests of
-// the host's architecture.
-func New(cfg vm.Config, log *slog.Logger, opts ...Option) (*Driver, error) {
+// the host's architecture. A NIC is attached when cfg.NetFile is set (the
+// VM end of netpair.New); cfg.NetSocket is for QEMU and ignored here.
+func New(cfg vm.Config, log *slog.Logger) (*Driver, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -63,11 +55,7 @@ func New(cfg vm.Config, log *slog.Logger, opts ...Option) (*Driver, error) {
 	if cfg.CPUs < 1 || cfg.MemoryBytes == 0 {
 		return nil, fmt.Errorf("vz vm %s: needs cpus and memory", cfg.Name)
 	}
-	d := &Driver{cfg: cfg, log: log.With("vm", "vz", "instance", cfg.Name), done: make(chan struct{})}
-	for _, o := range opts {
-		o(d)
-	}
-	return d, nil
+	return &Driver{cfg: cfg, log: log.With("vm", "vz", "instance", cfg.Name), netFile: cfg.NetFile, done: make(chan struct{})}, nil
 }
 
 // Name is "vz".

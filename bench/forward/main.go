@@ -1,0 +1,659 @@
+// Command forward is the port-forwarding benchmark. Side by side in one
+// run, it measures:
+//
+//   - throughput of one TCP connection carrying -size bytes, each way,
+//     through the port forwarder (host listener -> transport stream ->
+//     guest side -> service) and directly over host loopback;
+//   - connection setup: -conns short connections (dial, one byte echoed,
+//     close), p50 and p99, forwarded and direct;
+//   - the Docker API through the host's docker.sock forwarder and on the
+//     guest's socket directly (GET /containers/json on a new connection,
+//     as "docker ps" does).
+//
+// Native mode runs the guest side in this process over the unix transport.
+// The docker comparison runs the native guest agent (-agent) in a private
+// network namespace. With -vm it also boots an instance with out/bin/berth
+// (QEMU; TCG here) and measures through the real serial transport.
+//
+//	go run ./bench/forward [-size 1GiB] [-conns 1000] [-buf 32KiB] [-vm] [-vm-size 256MiB]
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/berthvm/berth/forwarding/portfwd"
+	"github.com/berthvm/berth/forwarding/transport"
+	"github.com/berthvm/berth/hostagent"
+	"github.com/berthvm/berth/hostagent/instance"
+)
+
+func main() {
+	size := flag.String("size", "1GiB", "bytes per throughput run, native mode")
+	conns := flag.Int("conns", 1000, "short connections for the setup latency")
+	vmMode := flag.Bool("vm", false, "also measure through a VM booted with out/bin/berth")
+	vmSize := flag.String("vm-size", "", "bytes per throughput run through the VM (default -size)")
+	agent := flag.String("agent", "", "native guest agent for the Docker API comparison (default out/build/<arch>/berth-guestagent)")
+	buf := flag.String("buf", "32KiB", "read and write size of the benchmark's own clients and services")
+	flag.Parse()
+	b, err := instance.ParseSize(*buf)
+	if err != nil || b < 1 {
+		fmt.Fprintln(os.Stderr, "forward bench: -buf:", err)
+		os.Exit(2)
+	}
+	ioBuffer = int(b)
+	if err := run(*size, *vmSize, *conns, *vmMode, *agent); err != nil {
+		fmt.Fprintln(os.Stderr, "forward bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(sizeFlag, vmSizeFlag string, conns int, vmMode bool, agent string) error {
+	size, err := instance.ParseSize(sizeFlag)
+	if err != nil {
+		return err
+	}
+	vmSize := size
+	if vmSizeFlag != "" {
+		if vmSize, err = instance.ParseSize(vmSizeFlag); err != nil {
+			return err
+		}
+	}
+	fmt.Printf("port forwarding, %s per throughput run in %s writes and reads, %d short connections (%s/%s, %d CPUs)\n\n",
+		size, instance.Size(ioBuffer), conns, runtime.GOOS, runtime.GOARCH, runtime.NumCPU())
+	if err := native(int64(size), conns); err != nil {
+		return fmt.Errorf("native mode: %w", err)
+	}
+	fmt.Println()
+	if err := dockerNative(agent, conns/10); err != nil {
+		fmt.Printf("docker API: skipped: %v\n", err)
+	}
+	if vmMode {
+		fmt.Println()
+		if err := vm(int64(vmSize), conns); err != nil {
+			return fmt.Errorf("vm mode: %w", err)
+		}
+	}
+	return nil
+}
+
+// native measures the forwarder with the guest side in this process over
+// the unix transport.
+func native(size int64, conns int) error {
+	dir, err := os.MkdirTemp("", "bfwd")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	tl, err := transport.NewUnixListener(dir)
+	if err != nil {
+		return err
+	}
+	defer tl.Close()
+	gl, err := tl.ListenPort(transport.PortForward)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go portfwd.ServeGuest(ctx, gl, nil)
+
+	svc, err := startServices()
+	if err != nil {
+		return err
+	}
+	defer svc.close()
+	f := portfwd.NewForwarder(transport.NewUnixDialer(dir), portfwd.Options{Log: slog.New(slog.DiscardHandler)})
+	defer f.Close()
+	fwd := map[string]string{}
+	for name, port := range map[string]int{"sink": svc.sink, "source": svc.source, "echo": svc.echo} {
+		hp, err := freePort()
+		if err != nil {
+			return err
+		}
+		p := portfwd.Port{Proto: portfwd.TCP, HostIP: "127.0.0.1", HostPort: uint16(hp), GuestIP: "127.0.0.1", GuestPort: uint16(port)}
+		if err := f.Add(p); err != nil {
+			return err
+		}
+		fwd[name] = addr(hp)
+	}
+
+	fmt.Println("native: unix transport, guest side in-process")
+	for _, dir := range []struct {
+		name       string
+		run        func(string, int64) (time.Duration, error)
+		direct, fw string
+	}{
+		{"upload", upload, addr(svc.sink), fwd["sink"]},
+		{"download", download, addr(svc.source), fwd["source"]},
+	} {
+		// Rounds alternate direct and forwarded, and the best of each
+		// counts: the machine is shared and noisy, and a neighbour's
+		// burst should not land on one side only.
+		var d, fw time.Duration
+		for range throughputRounds {
+			t, err := dir.run(dir.direct, size)
+			if err != nil {
+				return fmt.Errorf("%s direct: %w", dir.name, err)
+			}
+			if d == 0 || t < d {
+				d = t
+			}
+			if t, err = dir.run(dir.fw, size); err != nil {
+				return fmt.Errorf("%s forwarded: %w", dir.name, err)
+			}
+			if fw == 0 || t < fw {
+				fw = t
+			}
+		}
+		fmt.Printf("  %-9s %s   direct %9s   forwarded %9s   forwarded/direct %.2fx   (goal: at least 0.5x)\n",
+			dir.name, instance.Size(size), rate(size, d), rate(size, fw), d.Seconds()/fw.Seconds())
+	}
+	direct, err := setup(addr(svc.echo), conns)
+	if err != nil {
+		return fmt.Errorf("setup direct: %w", err)
+	}
+	forwarded, err := setup(fwd["echo"], conns)
+	if err != nil {
+		return fmt.Errorf("setup forwarded: %w", err)
+	}
+	printSetup(conns, direct, forwarded, "direct")
+	return nil
+}
+
+// throughputRounds is how many times each throughput is measured.
+const throughputRounds = 5
+
+func addr(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// services are the "guest" services of native mode, on host loopback.
+type services struct {
+	sink, source, echo int
+	ls                 []net.Listener
+}
+
+func (s *services) close() {
+	for _, l := range s.ls {
+		l.Close()
+	}
+}
+
+// startServices starts a sink (reads to EOF, answers one byte), a source
+// (reads an 8-byte size, writes that many bytes, closes) and an echo.
+func startServices() (*services, error) {
+	s := &services{}
+	serve := func(handle func(net.Conn)) (int, error) {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, err
+		}
+		s.ls = append(s.ls, l)
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				go func() { defer c.Close(); handle(c) }()
+			}
+		}()
+		return l.Addr().(*net.TCPAddr).Port, nil
+	}
+	var err error
+	if s.sink, err = serve(func(c net.Conn) {
+		drain(c)
+		c.Write([]byte{1})
+	}); err != nil {
+		return nil, err
+	}
+	if s.source, err = serve(func(c net.Conn) {
+		var b [8]byte
+		if _, err := io.ReadFull(c, b[:]); err != nil {
+			return
+		}
+		n, _ := strconv.ParseInt(strings.TrimSpace(string(b[:])), 16, 64)
+		fill(c, n)
+	}); err != nil {
+		return nil, err
+	}
+	if s.echo, err = serve(func(c net.Conn) { io.Copy(c, c) }); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// ioBuffer is what the benchmark's clients and services read and write
+// at a time (-buf). The default, 32 KiB, is io.Copy's and about what
+// common clients and servers use. Larger buffers make the endpoints
+// cheaper, so on a machine with few cores the forwarder's two extra
+// socket hops weigh more in the ratio.
+var ioBuffer = 32 << 10
+
+// fill writes n zero bytes to w.
+func fill(w io.Writer, n int64) error {
+	buf := make([]byte, ioBuffer)
+	for n > 0 {
+		k, err := w.Write(buf[:min(int64(len(buf)), n)])
+		n -= int64(k)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// drain reads r to EOF and returns how many bytes it read.
+func drain(r io.Reader) (int64, error) {
+	buf := make([]byte, ioBuffer)
+	var n int64
+	for {
+		k, err := r.Read(buf)
+		n += int64(k)
+		if errors.Is(err, io.EOF) {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+}
+
+// upload sends size bytes to a sink and waits for its answer, so the
+// time covers delivery.
+func upload(target string, size int64) (time.Duration, error) {
+	c, err := net.Dial("tcp", target)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	start := time.Now()
+	if err := fill(c, size); err != nil {
+		return 0, err
+	}
+	c.(*net.TCPConn).CloseWrite()
+	var b [1]byte
+	if _, err := io.ReadFull(c, b[:]); err != nil {
+		return 0, fmt.Errorf("waiting for the sink: %w", err)
+	}
+	return time.Since(start), nil
+}
+
+// download asks a source for size bytes and reads them to EOF.
+func download(target string, size int64) (time.Duration, error) {
+	c, err := net.Dial("tcp", target)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	start := time.Now()
+	fmt.Fprintf(c, "%08x", size)
+	n, err := drain(c)
+	if err != nil {
+		return 0, err
+	}
+	if n != size {
+		return 0, fmt.Errorf("got %d bytes of %d", n, size)
+	}
+	return time.Since(start), nil
+}
+
+func best(n int, f func() (time.Duration, error)) (time.Duration, error) {
+	var b time.Duration
+	for range n {
+		d, err := f()
+		if err != nil {
+			return 0, err
+		}
+		if b == 0 || d < b {
+			b = d
+		}
+	}
+	return b, nil
+}
+
+func rate(size int64, d time.Duration) string {
+	mbs := float64(size) / d.Seconds() / (1 << 20)
+	if mbs >= 1024 {
+		return fmt.Sprintf("%.2f GiB/s", mbs/1024)
+	}
+	return fmt.Sprintf("%.1f MiB/s", mbs)
+}
+
+// setup times n connections that each send a byte, read its echo and
+// close.
+func setup(target string, n int) ([]time.Duration, error) {
+	out := make([]time.Duration, 0, n)
+	var b [1]byte
+	for i := range n {
+		start := time.Now()
+		c, err := net.Dial("tcp", target)
+		if err != nil {
+			return nil, fmt.Errorf("connection %d: %w", i, err)
+		}
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		_, err = c.Write([]byte{'x'})
+		if err == nil {
+			_, err = io.ReadFull(c, b[:])
+		}
+		c.Close()
+		if err != nil {
+			return nil, fmt.Errorf("connection %d: %w", i, err)
+		}
+		out = append(out, time.Since(start))
+	}
+	return out, nil
+}
+
+func pct(ds []time.Duration, p float64) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := int(float64(len(s)-1) * p)
+	return s[i]
+}
+
+func printSetup(n int, base, fw []time.Duration, baseName string) {
+	fmt.Printf("  connect+echo+close, %d connections:\n", n)
+	fmt.Printf("    %-10s p50 %9v   p99 %9v\n", baseName, pct(base, .5).Round(time.Microsecond), pct(base, .99).Round(time.Microsecond))
+	fmt.Printf("    %-10s p50 %9v   p99 %9v   (p50 %.1fx)\n", "forwarded", pct(fw, .5).Round(time.Microsecond), pct(fw, .99).Round(time.Microsecond),
+		pct(fw, .5).Seconds()/pct(base, .5).Seconds())
+}
+
+// repoRoot is the berth source tree around the working directory.
+func repoRoot() (string, error) {
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for d := wd; d != "/"; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+			return d, nil
+		}
+	}
+	return "", errors.New("not inside the berth source tree")
+}
+
+// dockerGets times n GETs of /containers/json, each on a new connection
+// made by dial, as "docker ps" does.
+func dockerGets(dial func() (net.Conn, error), n int) ([]time.Duration, error) {
+	out := make([]time.Duration, 0, n)
+	for i := range n {
+		tr := &http.Transport{DialContext: func(context.Context, string, string) (net.Conn, error) { return dial() }, DisableKeepAlives: true}
+		c := &http.Client{Transport: tr, Timeout: 60 * time.Second}
+		start := time.Now()
+		resp, err := c.Get("http://docker/v1.43/containers/json")
+		if err != nil {
+			return nil, fmt.Errorf("request %d: %w", i, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return nil, fmt.Errorf("request %d: %s", i, resp.Status)
+		}
+		out = append(out, time.Since(start))
+	}
+	return out, nil
+}
+
+// dockerNative runs the native guest agent in a private network namespace
+// and compares the Docker API on its socket with the same through the
+// host agent's docker.sock forwarder.
+func dockerNative(agent string, n int) error {
+	if n < 10 {
+		n = 10
+	}
+	if os.Geteuid() != 0 {
+		return errors.New("the native guest agent needs root")
+	}
+	if agent == "" {
+		root, err := repoRoot()
+		if err != nil {
+			return err
+		}
+		arch := map[string]string{"amd64": "x86_64", "arm64": "aarch64"}[runtime.GOARCH]
+		agent = filepath.Join(root, "out", "build", arch, "berth-guestagent")
+	}
+	if _, err := os.Stat(agent); err != nil {
+		return fmt.Errorf("no guest agent binary (make guest): %w", err)
+	}
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		return fmt.Errorf("unshare(1) keeps the agent's networking off the host: %w", err)
+	}
+	// Short paths: the engine's container sockets live under --root.
+	dir, err := os.MkdirTemp("", "bd")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	sock := filepath.Join(dir, "s")
+	logf, err := os.Create(filepath.Join(dir, "agent.log"))
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd := exec.Command(unshare, "--net", agent, "serve", "--listen", "unix://"+sock, "--root", filepath.Join(dir, "r"))
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	defer func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	}()
+	guest := filepath.Join(sock, strconv.Itoa(int(transport.PortDocker))+".sock")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if c, err := net.Dial("unix", guest); err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(logf.Name())
+			return fmt.Errorf("the native agent did not serve %s:\n%s", guest, b)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	host := filepath.Join(dir, "docker.sock")
+	closeSock, err := hostagent.ServeDockerSocket(context.Background(), host, transport.NewUnixDialer(sock), nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return err
+	}
+	defer closeSock()
+	dial := func(p string) func() (net.Conn, error) {
+		return func() (net.Conn, error) { return net.Dial("unix", p) }
+	}
+	// Warm both paths up.
+	dockerGets(dial(guest), 5)
+	direct, err := dockerGets(dial(guest), n)
+	if err != nil {
+		return fmt.Errorf("guest socket: %w", err)
+	}
+	fw, err := dockerGets(dial(host), n)
+	if err != nil {
+		return fmt.Errorf("host socket: %w", err)
+	}
+	fmt.Println("docker API (native guest agent): GET /containers/json, a new connection each, as \"docker ps\"")
+	fmt.Printf("  %d requests:\n", n)
+	fmt.Printf("    %-12s p50 %9v   p99 %9v\n", "guest socket", pct(direct, .5).Round(time.Microsecond), pct(direct, .99).Round(time.Microsecond))
+	fmt.Printf("    %-12s p50 %9v   p99 %9v   (p50 %.2fx)\n", "host socket", pct(fw, .5).Round(time.Microsecond), pct(fw, .99).Round(time.Microsecond),
+		pct(fw, .5).Seconds()/pct(direct, .5).Seconds())
+	if docker, err := exec.LookPath("docker"); err == nil {
+		cli := func(p string) (time.Duration, error) {
+			return best(5, func() (time.Duration, error) {
+				start := time.Now()
+				out, err := exec.Command(docker, "-H", "unix://"+p, "ps").CombinedOutput()
+				if err != nil {
+					return 0, fmt.Errorf("docker ps: %v: %s", err, out)
+				}
+				return time.Since(start), nil
+			})
+		}
+		g, err1 := cli(guest)
+		h, err2 := cli(host)
+		if err := errors.Join(err1, err2); err != nil {
+			return err
+		}
+		fmt.Printf("  the docker CLI, best of 5: docker ps   guest socket %v   host socket %v\n", g.Round(time.Millisecond), h.Round(time.Millisecond))
+	}
+	return nil
+}
+
+// vm boots an instance with out/bin/berth and measures through the real
+// transport: services run in the VM (busybox nc), and the VM's own port
+// watcher makes their forwards.
+func vm(size int64, conns int) error {
+	root, err := repoRoot()
+	if err != nil {
+		return err
+	}
+	berth := filepath.Join(root, "out", "bin", "berth")
+	if _, err := os.Stat(berth); err != nil {
+		return fmt.Errorf("%s is missing: run \"make build guest\"", berth)
+	}
+	home, err := os.MkdirTemp("", "bfwdvm")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(home)
+	env := append(os.Environ(), "BERTH_HOME="+home, "DOCKER_CONFIG="+filepath.Join(home, ".docker"))
+	b := func(args ...string) (string, error) {
+		c := exec.Command(berth, args...)
+		c.Env = env
+		out, err := c.CombinedOutput()
+		if err != nil {
+			return string(out), fmt.Errorf("berth %s: %w\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out), nil
+	}
+	if _, err := b("start", "--cpus", "2", "--memory", "1GiB", "--disk", "4GiB"); err != nil {
+		return err
+	}
+	defer b("delete", "--force")
+
+	var sink, source, echo int
+	for _, p := range []*int{&sink, &source, &echo} {
+		if *p, err = freePort(); err != nil {
+			return err
+		}
+	}
+	script := fmt.Sprintf(`nc -ll -p %d -e sh -c 'cat >/dev/null; echo x' >/dev/null 2>&1 &
+nc -ll -p %d -e head -c %d /dev/zero >/dev/null 2>&1 &
+nc -ll -p %d -e cat >/dev/null 2>&1 &`, sink, source, size, echo)
+	if _, err := b("exec", "default", "--", "sh", "-c", script); err != nil {
+		return err
+	}
+	client := hostagent.NewClient(filepath.Join(home, "default", instance.ControlSocket))
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ps, err := client.Ports(context.Background())
+		n := 0
+		for _, p := range ps {
+			if p.Error == "" && len(p.Listen) > 0 && (int(p.HostPort) == sink || int(p.HostPort) == source || int(p.HostPort) == echo) {
+				n++
+			}
+		}
+		if err == nil && n == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the VM's services were not forwarded: %v %v", ps, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	svc, err := startServices()
+	if err != nil {
+		return err
+	}
+	defer svc.close()
+	fmt.Println("vm: QEMU, serial transport (yamux over virtio-serial), services in the VM (busybox nc)")
+	d, err := upload(addr(svc.sink), size)
+	if err != nil {
+		return err
+	}
+	fw, err := upload(addr(sink), size)
+	if err != nil {
+		return fmt.Errorf("upload: %w", err)
+	}
+	fmt.Printf("  %-9s %s   host loopback %9s   forwarded into the VM %9s   ratio %.3fx\n",
+		"upload", instance.Size(size), rate(size, d), rate(size, fw), d.Seconds()/fw.Seconds())
+	start := time.Now()
+	c, err := net.Dial("tcp", addr(source))
+	if err != nil {
+		return err
+	}
+	n, err := drain(c)
+	c.Close()
+	fwd := time.Since(start)
+	if err != nil || n != size {
+		return fmt.Errorf("download: %d of %d bytes: %v", n, size, err)
+	}
+	dd, err := download(addr(svc.source), size)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("  %-9s %s   host loopback %9s   forwarded from the VM %9s   ratio %.3fx\n",
+		"download", instance.Size(size), rate(size, dd), rate(size, fwd), dd.Seconds()/fwd.Seconds())
+	direct, err := setup(addr(svc.echo), conns)
+	if err != nil {
+		return err
+	}
+	forwarded, err := setup(addr(echo), conns)
+	if err != nil {
+		return fmt.Errorf("setup: %w", err)
+	}
+	printSetup(conns, direct, forwarded, "loopback")
+
+	// The Docker API through the host's docker.sock, once the engine runs.
+	sock := filepath.Join(home, "default", instance.DockerSocket)
+	dial := func() (net.Conn, error) { return net.Dial("unix", sock) }
+	deadline = time.Now().Add(90 * time.Second)
+	var gets []time.Duration
+	for {
+		if gets, err = dockerGets(dial, 3); err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	if err != nil {
+		fmt.Printf("  docker API: skipped: the engine in the VM does not answer: %v\n", err)
+		return nil
+	}
+	if gets, err = dockerGets(dial, max(conns/10, 10)); err != nil {
+		return err
+	}
+	fmt.Printf("  docker API through the host socket, GET /containers/json, %d requests: p50 %v   p99 %v\n",
+		len(gets), pct(gets, .5).Round(time.Microsecond), pct(gets, .99).Round(time.Microsecond))
+	return nil
+}
