@@ -106,6 +106,8 @@ test: deps vet build guest cross test-inputs
 
 bench: build guest
 	$(GO) run ./bench/boot
+	$(GO) test ./bench/engine -run '^$$' -bench . -benchtime 1x -timeout 30m
+	$(GO) run ./bench/forward
 
 run: deps build guest
 	$(BIN)/berth start

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -40,6 +41,10 @@ type engineConfig struct {
 	log     *slog.Logger
 }
 
+// idleTrim is how long the API must be quiet before the engine gives its
+// free memory back to the OS.
+const idleTrim = 3 * time.Second
+
 // containerEngine is the running engine: the stores, networking, the
 // daemon and the Docker API handler over them.
 type containerEngine struct {
@@ -49,6 +54,8 @@ type containerEngine struct {
 	net    *netctl.Manager // nil when networking could not be set up
 	daemon *daemon.Daemon
 	api    *dockerapi.Server
+	// handler is api, giving memory back to the OS when idle.
+	handler http.Handler
 
 	mu        sync.Mutex
 	listeners []net.Listener
@@ -119,7 +126,11 @@ func startEngine(ctx context.Context, cfg engineConfig) (_ *containerEngine, ret
 		RootDir:    cfg.root,
 		Version:    control.Version,
 		Log:        log.With("component", "dockerapi"),
+		// The bridge docker network inspect shows.
+		BridgeSubnet:    orDefault(cfg.subnet, netctl.DefaultSubnet),
+		BridgeInterface: orDefault(cfg.bridge, netctl.DefaultBridge),
 	})
+	e.handler = dockerapi.TrimWhenIdle(ctx, e.api, idleTrim)
 	return e, nil
 }
 
@@ -131,7 +142,7 @@ func (e *containerEngine) serve(ctx context.Context, l net.Listener) {
 	e.mu.Unlock()
 	go func() {
 		defer e.serving.Done()
-		if err := dockerapi.Serve(ctx, l, e.api); err != nil && !errors.Is(err, net.ErrClosed) {
+		if err := dockerapi.Serve(ctx, l, e.handler); err != nil && !errors.Is(err, net.ErrClosed) {
 			e.log.Error("docker api", "addr", l.Addr().String(), "err", err)
 		}
 	}()

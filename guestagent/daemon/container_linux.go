@@ -109,6 +109,17 @@ func (c *ctr) snapshot() (record, *container.HostConfig) {
 	return cloneRecord(c.rec), cloneHostConfig(c.hc)
 }
 
+// view is a shallow copy of the record and the host config, for callers
+// that only read them (ps, which lists every container on each call and
+// must not pay for deep copies). Once a container exists its nested
+// values (Config, Args, mounts, Net, the host config) are replaced, never
+// changed in place, so sharing them with a reader is safe.
+func (c *ctr) view() (record, *container.HostConfig) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.rec, c.hc
+}
+
 func cloneRecord(r record) record {
 	b, _ := json.Marshal(r)
 	var out record

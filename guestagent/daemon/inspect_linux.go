@@ -434,7 +434,7 @@ func (d *Daemon) List(ctx context.Context, opts engine.ListOptions) ([]container
 	out := []container.Summary{}
 	parents := map[string][]string{}
 	for _, c := range d.containers() {
-		rec, hc := c.snapshot()
+		rec, hc := c.view()
 		if !all && !rec.State.Running {
 			continue
 		}
