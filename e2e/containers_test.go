@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -152,17 +153,27 @@ func TestContainerPorts(t *testing.T) {
 		if out := d.must("ports"); !strings.Contains(out, fmt.Sprintf("127.0.0.1:%d", port)) {
 			t.Fatalf("berth ports: %q", out)
 		}
-		d.dockerMust("rm", "-f", "web")
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			if _, err := httpGet(url); err != nil {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("the port stayed open after the container was removed")
-			}
-			time.Sleep(200 * time.Millisecond)
+		// 0.0.0.0 in the guest is the host's loopback, both families.
+		waitHTTP(t, fmt.Sprintf("http://[::1]:%d/", port), "hello from a container", 10*time.Second)
+
+		// Kill -9 the host agent and start it again: the VM and the
+		// container keep running, and the forward comes back.
+		s := d.status("default")
+		syscall.Kill(s.HostagentPid, syscall.SIGKILL)
+		d.waitState("default", "Running (host agent down)", 10*time.Second)
+		if out := d.must("start"); !strings.Contains(out, "reattached") {
+			t.Fatalf("start after kill -9: %q", out)
 		}
+		took = waitHTTP(t, url, "hello from a container", 20*time.Second)
+		t.Logf("the container's forward came back %v after the host agent restarted", took)
+
+		// Stopped, the port closes; started again, it comes back.
+		d.dockerMust("stop", "-t", "1", "web")
+		waitClosed(t, url, 10*time.Second)
+		d.dockerMust("start", "web")
+		waitHTTP(t, url, "hello from a container", 20*time.Second)
+		d.dockerMust("rm", "-f", "web")
+		waitClosed(t, url, 10*time.Second)
 	})
 
 	t.Run("udp", func(t *testing.T) {
@@ -261,4 +272,19 @@ echo probed`
 			t.Fatalf("a container reaches the agent:\n%s", out)
 		}
 	})
+}
+
+// waitClosed waits until nothing answers at url on the host.
+func waitClosed(t *testing.T, url string, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		if _, err := httpGet(url); err != nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still answers", url)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
