@@ -26,7 +26,7 @@ APT_PACKAGES := qemu-system-x86 qemu-system-arm qemu-utils protobuf-compiler \
 	gcc-aarch64-linux-gnu libc6-dev-arm64-cross libseccomp-dev busybox-static \
 	e2fsprogs cpio xz-utils iproute2 docker.io docker-registry docker-compose
 
-.PHONY: all help deps build cross guest generate test unit race integration e2e \
+.PHONY: all help deps build native cross guest generate test unit race integration e2e \
 	bench run stop clean vet typecheck-darwin test-inputs
 
 all: build guest
@@ -35,6 +35,7 @@ help:
 	@echo "make run        install what is missing, build, and start the default instance"
 	@echo "make test       every test (unit, race, integration as root, end to end under QEMU)"
 	@echo "make build      build out/bin/berth"
+	@echo "make native     build out/bin/berth-guestagent, the engine without a VM (Linux, root)"
 	@echo "make guest      build the guest bundles (kernel + initrd) for x86_64 and aarch64"
 	@echo "make e2e        end-to-end tests only (boots VMs)"
 	@echo "make bench      benchmarks, side by side with their peers"
@@ -57,6 +58,13 @@ deps:
 build:
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/berth ./cmd/berth
+
+# native builds the guest agent for this Linux host, to run the engine
+# without a VM (berth-guestagent serve; see the README).
+native:
+	@mkdir -p $(BIN)
+	$(GO) build -tags seccomp -ldflags '-X github.com/berthvm/berth/guestagent/control.Version=$(VERSION)' \
+		-o $(BIN)/berth-guestagent ./cmd/berth-guestagent
 
 include kernel/guest.mk
 
