@@ -2,11 +2,14 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/moby/moby/api/types/container"
@@ -24,6 +27,7 @@ type execRecord struct {
 	id          string
 	containerID string
 	cfg         container.ExecCreateRequest
+	detachKeys  []byte // parsed cfg.DetachKeys; nil when unset
 
 	mu       sync.Mutex
 	started  bool
@@ -43,6 +47,12 @@ func (d *Daemon) ExecCreate(ctx context.Context, name string, req container.Exec
 	if len(req.Cmd) == 0 {
 		return "", invalidf("No exec command specified")
 	}
+	var keys []byte
+	if req.DetachKeys != "" {
+		if keys, err = engine.ParseDetachKeys(req.DetachKeys); err != nil {
+			return "", err
+		}
+	}
 	c.mu.Lock()
 	if c.shim == nil || c.rec.State.Restarting {
 		c.mu.Unlock()
@@ -55,7 +65,7 @@ func (d *Daemon) ExecCreate(ctx context.Context, name string, req container.Exec
 	id := newID()
 	c.execs[id] = true
 	c.mu.Unlock()
-	e := &execRecord{id: id, containerID: c.id, cfg: req, done: make(chan struct{})}
+	e := &execRecord{id: id, containerID: c.id, cfg: req, detachKeys: keys, done: make(chan struct{})}
 	e.cfg.Env = slices.Clone(req.Env)
 	e.cfg.Cmd = slices.Clone(req.Cmd)
 	d.mu.Lock()
@@ -139,9 +149,11 @@ func (d *Daemon) ExecStart(ctx context.Context, execID string, opts engine.ExecS
 		p.Height, p.Width = uint16(size[0]), uint16(size[1])
 	}
 	var s shim.Streams
+	var stdin *stdinWatch
 	if !opts.Detach {
 		if cfg.AttachStdin && opts.Stdin != nil {
-			s.Stdin = opts.Stdin
+			stdin = newStdinWatch(opts.Stdin)
+			s.Stdin = stdin
 		}
 		if cfg.AttachStdout {
 			s.Stdout = opts.Stdout
@@ -175,12 +187,59 @@ func (d *Daemon) ExecStart(ctx context.Context, execID string, opts engine.ExecS
 	if opts.Detach {
 		return nil
 	}
+	var detached <-chan struct{}
+	if stdin != nil {
+		detached = stdin.detached
+	}
+	// A client that detaches (ctx, or a stdin error other than io.EOF)
+	// ends the session; the process runs on (it was started without
+	// ctx) with its stdin open.
 	select {
 	case <-e.done:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-detached:
+		select {
+		case <-e.done: // it ended anyway: report the end, not the detach
+			return nil
+		default:
+			return fmt.Errorf("exec %s: the client detached: %w", execID, stdin.err)
+		}
 	}
+}
+
+// stdinWatch passes a client's stdin through and tells when the client
+// detached: a read error other than io.EOF (the end of its input, which
+// closes the process's stdin) before the engine closed the reader.
+type stdinWatch struct {
+	io.ReadCloser
+	closed   atomic.Bool
+	once     sync.Once
+	detached chan struct{}
+	err      error // set before detached is closed
+}
+
+func newStdinWatch(r io.ReadCloser) *stdinWatch {
+	return &stdinWatch{ReadCloser: r, detached: make(chan struct{})}
+}
+
+func (w *stdinWatch) Read(p []byte) (int, error) {
+	n, err := w.ReadCloser.Read(p)
+	if err != nil && !errors.Is(err, io.EOF) && !w.closed.Load() {
+		w.once.Do(func() {
+			w.err = err
+			close(w.detached)
+		})
+	}
+	return n, err
+}
+
+// Close is the engine being done with stdin: what the read returns after
+// it is no detach.
+func (w *stdinWatch) Close() error {
+	w.closed.Store(true)
+	return w.ReadCloser.Close()
 }
 
 // execFailed records an exec that could not start.
@@ -290,8 +349,10 @@ func (d *Daemon) ExecInspect(ctx context.Context, execID string) (container.Exec
 		ContainerID:   e.containerID,
 		Pid:           e.pid,
 	}
-	if e.cfg.DetachKeys != "" {
-		r.DetachKeys = []byte(e.cfg.DetachKeys)
+	// dockerd returns the parsed key bytes, and none when the exec
+	// create did not set any.
+	if len(e.detachKeys) > 0 {
+		r.DetachKeys = slices.Clone(e.detachKeys)
 	}
 	if e.exitCode != nil {
 		code := *e.exitCode

@@ -72,6 +72,8 @@ type fakeCtr struct {
 	exit    shim.Exit
 	exited  chan struct{}
 	once    sync.Once
+
+	blocking []*blockingExec // execs of "block"
 }
 
 // exitWith ends the simulated process.
@@ -167,6 +169,21 @@ func (c *fakeCtr) Exec(ctx context.Context, id string, p shim.Process, s shim.St
 	if c.isExited() {
 		return nil, errors.New("exec: container is not running")
 	}
+	if p.Args[0] == "block" {
+		// Runs until signalled, reading its stdin: what ended it is
+		// recorded.
+		e := &blockingExec{pid: c.pid + 1, done: make(chan struct{}), stdinEnd: make(chan error, 1)}
+		if s.Stdin != nil {
+			go func() {
+				_, err := io.Copy(io.Discard, s.Stdin)
+				e.stdinEnd <- err
+			}()
+		}
+		c.mu.Lock()
+		c.blocking = append(c.blocking, e)
+		c.mu.Unlock()
+		return e, nil
+	}
 	if s.Stdout != nil {
 		fmt.Fprintf(s.Stdout, "%v\n", p.Args)
 	}
@@ -195,3 +212,30 @@ func (e fakeExec) Pid() int                                      { return e.pid 
 func (e fakeExec) Resize(ctx context.Context, w, h uint16) error { return nil }
 func (e fakeExec) Signal(ctx context.Context, sig int) error     { return nil }
 func (e fakeExec) Wait(ctx context.Context) (shim.Exit, error)   { return shim.Exit{Code: 3}, nil }
+
+// blockingExec is an exec that runs until a signal.
+type blockingExec struct {
+	pid      int
+	done     chan struct{}
+	once     sync.Once
+	signals  atomic.Int32
+	stdinEnd chan error // how its stdin copy ended (nil: io.EOF)
+}
+
+func (e *blockingExec) Pid() int                                      { return e.pid }
+func (e *blockingExec) Resize(ctx context.Context, w, h uint16) error { return nil }
+
+func (e *blockingExec) Signal(ctx context.Context, sig int) error {
+	e.signals.Add(1)
+	e.once.Do(func() { close(e.done) })
+	return nil
+}
+
+func (e *blockingExec) Wait(ctx context.Context) (shim.Exit, error) {
+	select {
+	case <-e.done:
+		return shim.Exit{Code: 137, Signal: sigKILL}, nil
+	case <-ctx.Done():
+		return shim.Exit{}, ctx.Err()
+	}
+}

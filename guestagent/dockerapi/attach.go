@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -318,38 +317,9 @@ func (r *stdinReader) Close() error {
 // defaultDetachKeys are ctrl-p, ctrl-q.
 var defaultDetachKeys = []byte{16, 17}
 
-// parseDetachKeys reads Docker's detach key format: comma-separated keys,
-// each a single character or "ctrl-<c>" with c one of a-z @ [ \ ] ^ _.
-// "" is the default sequence.
-func parseDetachKeys(s string) ([]byte, error) {
-	if s == "" {
-		return defaultDetachKeys, nil
-	}
-	var keys []byte
-	for _, k := range strings.Split(s, ",") {
-		switch {
-		case len(k) == 1:
-			keys = append(keys, k[0])
-		case len(k) == 6 && strings.EqualFold(k[:5], "ctrl-"):
-			c := k[5]
-			switch {
-			case c >= 'a' && c <= 'z':
-				keys = append(keys, c-'a'+1)
-			case c >= 'A' && c <= 'Z':
-				keys = append(keys, c-'A'+1)
-			case c == '@':
-				keys = append(keys, 0)
-			case c >= '[' && c <= '_':
-				keys = append(keys, c-'['+27)
-			default:
-				return nil, invalidf("Invalid detach keys (%s) provided: unknown character %q", s, k)
-			}
-		default:
-			return nil, invalidf("Invalid detach keys (%s) provided: unknown key %q", s, k)
-		}
-	}
-	return keys, nil
-}
+// parseDetachKeys reads Docker's detach key format ("" is the default
+// sequence); the engine owns the parser, as exec inspect returns its bytes.
+func parseDetachKeys(s string) ([]byte, error) { return engine.ParseDetachKeys(s) }
 
 // execDetachKeys reads ExecInspectResponse.DetachKeys: dockerd gives the
 // key bytes; an engine may keep the request's text ("ctrl-x,y"), which is

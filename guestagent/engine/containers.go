@@ -59,10 +59,15 @@ type Containers interface {
 	// "label", "label!").
 	Prune(ctx context.Context, filters map[string][]string) (container.PruneReport, error)
 
-	// Attach connects streams to the container's init process and
-	// returns when they end (the process exits, ctx ends, or stdin
-	// closes with StdinOnce). With Logs, the logged output is replayed
-	// first. The API server handles detach keys and stream framing.
+	// Attach connects streams to the container's init process (or to
+	// its next start) and returns when the output ends: the process
+	// exits or ctx ends. Not when stdin closes: with StdinOnce the
+	// client's end of input (io.EOF from Stdin) closes the process's
+	// stdin (without a tty), and the attach goes on until the last
+	// output is delivered. Any other Stdin error is a detach: Attach
+	// returns it and the process's stdin stays open for the next attach.
+	// With Logs, the logged output is replayed first. The API server
+	// handles detach keys and stream framing.
 	Attach(ctx context.Context, name string, opts AttachOptions) error
 	// Resize sets the terminal size of a container with a tty.
 	Resize(ctx context.Context, name string, height, width uint) error
@@ -93,7 +98,10 @@ type Containers interface {
 	// ExecCreate prepares a process in a running container.
 	ExecCreate(ctx context.Context, name string, req container.ExecCreateRequest) (string, error)
 	// ExecStart runs it with the streams (Detach: returns once started)
-	// and returns when it ends.
+	// and returns when it ends. io.EOF from Stdin closes the process's
+	// stdin (without a tty); any other Stdin error, or the end of ctx,
+	// is the client detaching: ExecStart returns, and the process runs
+	// on with its stdin open.
 	ExecStart(ctx context.Context, execID string, opts ExecStartOptions) error
 	ExecResize(ctx context.Context, execID string, height, width uint) error
 	ExecInspect(ctx context.Context, execID string) (container.ExecInspectResponse, error)
@@ -137,12 +145,12 @@ type RemoveOptions struct {
 // AttachOptions are the streams of an attach. With a tty, Stderr is
 // unused and Stdout carries the terminal.
 type AttachOptions struct {
-	Stdin     io.ReadCloser // nil: no stdin
+	Stdin     io.ReadCloser // nil: no stdin; io.EOF: end of input, other errors: detached
 	Stdout    io.Writer     // nil: not attached
 	Stderr    io.Writer     // nil: not attached
 	Logs      bool          // replay logged output first
 	Stream    bool          // attach to live output (false with Logs: replay only)
-	StdinOnce bool          // closing stdin ends the attach
+	StdinOnce bool          // the end of input closes the process's stdin
 	// OnAttached is called once the live streams are connected, before
 	// any output; docker run attaches, waits for this, then starts.
 	OnAttached func()

@@ -53,7 +53,7 @@ type Spec struct {
 	CapAdd, CapDrop   []string // Docker spelling: NET_ADMIN, ALL
 	NoNewPrivileges   bool
 	SeccompUnconfined bool
-	UserNS            bool // remap root to an unprivileged range
+	UserNS            bool // remap root to an unprivileged range; the shim gives it the upper dir and makes its mount points
 
 	Resources Resources
 

@@ -85,6 +85,14 @@ func TestOCISpec(t *testing.T) {
 			if !hasNS(s, specs.UserNamespace, "") || len(s.Linux.UIDMappings) != 1 {
 				t.Error("no user namespace")
 			}
+			if sysType(s) != "sysfs" {
+				t.Errorf("/sys is %s, want sysfs in the container's own netns", sysType(s))
+			}
+		}},
+		{"userns with a joined netns", func(s *Spec) { s.UserNS, s.NetNS = true, "/run/netns/x" }, func(t *testing.T, s *specs.Spec) {
+			if sysType(s) != "bind" || sysRO(s) != "ro" {
+				t.Errorf("/sys is %s (%s), want a read-only bind: sysfs cannot be mounted there", sysType(s), sysRO(s))
+			}
 		}},
 		{"readonly and mounts", func(s *Spec) {
 			s.Readonly = true
@@ -204,4 +212,13 @@ func TestApplyResources(t *testing.T) {
 			}
 		})
 	}
+}
+
+func sysType(s *specs.Spec) string {
+	for _, m := range s.Mounts {
+		if m.Destination == "/sys" {
+			return m.Type
+		}
+	}
+	return ""
 }

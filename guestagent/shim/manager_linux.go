@@ -329,21 +329,36 @@ func (c *client) cleanupDead() error {
 }
 
 // stream runs an attach-like connection: stdin goes up, frames come down
-// until the shim closes.
-func stream(conn *net.UnixConn, br *bufio.Reader, s Streams) error {
-	if s.Stdin != nil {
-		go func() {
-			io.Copy(conn, s.Stdin)
-			conn.CloseWrite()
-		}()
-	} else {
+// until the shim closes. Only io.EOF from s.Stdin closes the process's
+// stdin; any other error is the client detaching: the process's stdin
+// stays open, and the stream ends at once with that error. When the
+// output ends, s.Stdin is closed, which unblocks its pending read.
+func stream(conn *net.UnixConn, br *bufio.Reader, s Streams, framed bool) error {
+	if s.Stdin == nil {
 		conn.CloseWrite()
+		return readFrames(br, s.Stdout, s.Stderr)
 	}
-	return readFrames(br, s.Stdout, s.Stderr)
+	detached := make(chan error, 1)
+	go func() {
+		if err := sendStdin(conn, conn.CloseWrite, s.Stdin, framed); err != nil {
+			detached <- err
+		}
+	}()
+	out := make(chan error, 1)
+	go func() { out <- readFrames(br, s.Stdout, s.Stderr) }()
+	select {
+	case err := <-out:
+		s.Stdin.Close()
+		return err
+	case err := <-detached:
+		conn.Close()
+		<-out
+		return fmt.Errorf("reading stdin: %w", err)
+	}
 }
 
 func (c *client) Attach(ctx context.Context, s Streams) error {
-	req := request{Op: opAttach, Stdin: s.Stdin != nil, Stdout: s.Stdout != nil, Stderr: s.Stderr != nil}
+	req := request{Op: opAttach, Stdin: s.Stdin != nil, Stdout: s.Stdout != nil, Stderr: s.Stderr != nil, StdinFrames: s.Stdin != nil}
 	conn, br, err := c.dial(ctx, req)
 	if err != nil {
 		return err
@@ -361,7 +376,7 @@ func (c *client) Attach(ctx context.Context, s Streams) error {
 	if s.OnAttached != nil {
 		s.OnAttached()
 	}
-	err = stream(conn, br, s)
+	err = stream(conn, br, s, r.StdinFrames)
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
@@ -372,7 +387,7 @@ func (c *client) Attach(ctx context.Context, s Streams) error {
 }
 
 func (c *client) Exec(ctx context.Context, id string, p Process, s Streams) (ExecProcess, error) {
-	req := request{Op: opExec, ExecID: id, Process: &p, Stdin: s.Stdin != nil}
+	req := request{Op: opExec, ExecID: id, Process: &p, Stdin: s.Stdin != nil, StdinFrames: s.Stdin != nil}
 	conn, br, err := c.dial(ctx, req)
 	if err != nil {
 		return nil, err
@@ -393,7 +408,7 @@ func (c *client) Exec(ctx context.Context, id string, p Process, s Streams) (Exe
 	go func() {
 		defer close(e.done)
 		defer conn.Close()
-		e.streamErr = stream(conn, br, s)
+		e.streamErr = stream(conn, br, s, r.StdinFrames)
 	}()
 	return e, nil
 }

@@ -15,11 +15,16 @@ import (
 
 // The shim's RPC is one request per connection on DIR/shim.sock: the
 // client writes one JSON line, the shim answers with one JSON line. For
-// attach and exec the connection then carries the streams: the client
-// sends raw stdin bytes (and half-closes at EOF), the shim sends framed
-// output (one byte of stream, four of length, the data) and closes when
-// the output ends. One request per connection keeps both sides free of
-// multiplexing, and a dead shim shows as a refused or reset connection.
+// attach and exec the connection then carries the streams: the shim sends
+// framed output (one byte of stream, four of length, the data) and closes
+// when the output ends; the client sends stdin as frames too
+// (streamStdin), and a streamStdinEOF frame when its input ended, which
+// closes the process's stdin. A connection that ends without that frame
+// is a client that went away (detached): the process's stdin stays open.
+// Shims that predate stdin frames do not answer StdinFrames; with them
+// stdin is raw bytes and the client half-closes at its end of input. One
+// request per connection keeps both sides free of multiplexing, and a
+// dead shim shows as a refused or reset connection.
 
 // Files in a container's state directory.
 const (
@@ -60,6 +65,8 @@ type request struct {
 	Stdin   bool     `json:"stdin,omitempty"`  // the client will send stdin
 	Stdout  bool     `json:"stdout,omitempty"` // the client wants stdout
 	Stderr  bool     `json:"stderr,omitempty"` // the client wants stderr
+	// StdinFrames: the client sends stdin as frames (see above).
+	StdinFrames bool `json:"stdin_frames,omitempty"`
 }
 
 type response struct {
@@ -68,6 +75,8 @@ type response struct {
 	Exit  *Exit  `json:"exit,omitempty"`
 	Stats *Stats `json:"stats,omitempty"`
 	Pids  []int  `json:"pids,omitempty"`
+	// StdinFrames: the shim reads the request's stdin as frames.
+	StdinFrames bool `json:"stdin_frames,omitempty"`
 }
 
 // shimState is what the shim writes to DIR/shim.json once the container
@@ -78,10 +87,12 @@ type shimState struct {
 	Warnings []string `json:"warnings,omitempty"`
 }
 
-// Output streams in frames.
+// Streams in frames: output from the shim, stdin from the client.
 const (
-	streamStdout byte = 1
-	streamStderr byte = 2
+	streamStdin    byte = 0
+	streamStdout   byte = 1
+	streamStderr   byte = 2
+	streamStdinEOF byte = 3 // no data: the client's input ended
 )
 
 const maxFrame = 1 << 20
@@ -121,6 +132,79 @@ func writeFrame(w io.Writer, stream byte, p []byte) error {
 		p = p[n:]
 	}
 	return nil
+}
+
+// sendStdin copies the client's stdin to the shim until src fails. Only
+// io.EOF is the end of the client's input: it is passed on (an EOF frame,
+// or a half-close with a raw shim) and sendStdin returns nil. Any other
+// error is a detach, returned as is, with nothing sent: the process's
+// stdin must stay open. A failed write (the stream is over) returns nil.
+func sendStdin(w io.Writer, closeWrite func() error, src io.Reader, framed bool) error {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			var werr error
+			if framed {
+				werr = writeFrame(w, streamStdin, buf[:n])
+			} else {
+				_, werr = w.Write(buf[:n])
+			}
+			if werr != nil {
+				return nil
+			}
+		}
+		switch {
+		case errors.Is(err, io.EOF):
+			if framed {
+				if _, err := w.Write([]byte{streamStdinEOF, 0, 0, 0, 0}); err != nil {
+					return nil
+				}
+			}
+			_ = closeWrite()
+			return nil
+		case err != nil:
+			return err
+		}
+	}
+}
+
+// readStdin is the shim's side of sendStdin: it copies the client's stdin
+// to the process until the connection or the input ends, and reports
+// whether the client's input ended (the process's stdin is to be
+// closed). Data that the process no longer takes is drained, so the
+// client never blocks on it.
+func readStdin(w io.Writer, r io.Reader, framed bool) (eof bool) {
+	if !framed {
+		_, err := io.Copy(w, r)
+		return err == nil
+	}
+	var hdr [5]byte
+	buf := make([]byte, 32*1024)
+	writable := true
+	for {
+		if _, err := io.ReadFull(r, hdr[:]); err != nil {
+			return false
+		}
+		n := binary.BigEndian.Uint32(hdr[1:])
+		switch {
+		case hdr[0] == streamStdinEOF:
+			return true
+		case hdr[0] != streamStdin || n > maxFrame:
+			return false // not our protocol: treat as a detach
+		}
+		if int(n) > len(buf) {
+			buf = make([]byte, n)
+		}
+		if _, err := io.ReadFull(r, buf[:n]); err != nil {
+			return false
+		}
+		if writable {
+			if _, err := w.Write(buf[:n]); err != nil {
+				writable = false
+			}
+		}
+	}
 }
 
 // readFrames copies frames to stdout and stderr until EOF. A nil writer

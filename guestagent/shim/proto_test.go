@@ -3,9 +3,11 @@ package shim
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"io"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 )
 
@@ -106,5 +108,61 @@ func TestFrames(t *testing.T) {
 	writeFrame(&wire, streamStdout, []byte("hello"))
 	if err := readFrames(bytes.NewReader(wire.Bytes()[:7]), io.Discard, io.Discard); err == nil {
 		t.Error("truncated frame: no error")
+	}
+}
+
+// failWriter is a process that no longer reads its stdin.
+type failWriter struct{}
+
+func (failWriter) Write([]byte) (int, error) { return 0, errors.New("broken pipe") }
+
+func TestStdinFrames(t *testing.T) {
+	errDetach := errors.New("client detached")
+	tests := []struct {
+		name    string
+		src     io.Reader
+		framed  bool
+		process io.Writer // nil: a buffer
+		sendErr error     // what sendStdin returns
+		got     string    // what the process reads
+		eof     bool      // the process's stdin is to be closed
+		closed  bool      // the client half-closed
+	}{
+		{name: "end of input closes", src: strings.NewReader("abc"), framed: true, got: "abc", eof: true, closed: true},
+		{name: "empty input closes", src: strings.NewReader(""), framed: true, eof: true, closed: true},
+		{name: "detach keeps stdin open", src: io.MultiReader(strings.NewReader("abc"), iotest.ErrReader(errDetach)), framed: true, sendErr: errDetach, got: "abc"},
+		{name: "data with the error", src: iotest.DataErrReader(io.MultiReader(strings.NewReader("xy"), iotest.ErrReader(errDetach))), framed: true, sendErr: errDetach, got: "xy"},
+		{name: "large input", src: strings.NewReader(strings.Repeat("z", 100000)), framed: true, got: strings.Repeat("z", 100000), eof: true, closed: true},
+		{name: "process gone: drained, still closed", src: strings.NewReader("abc"), framed: true, process: failWriter{}, eof: true, closed: true},
+		{name: "raw shim: end of input", src: strings.NewReader("abc"), got: "abc", eof: true, closed: true},
+		{name: "raw shim: detach does not half-close", src: io.MultiReader(strings.NewReader("abc"), iotest.ErrReader(errDetach)), sendErr: errDetach, got: "abc", eof: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var wire bytes.Buffer
+			closed := false
+			err := sendStdin(&wire, func() error { closed = true; return nil }, tt.src, tt.framed)
+			if !errors.Is(err, tt.sendErr) || (err == nil) != (tt.sendErr == nil) {
+				t.Errorf("sendStdin = %v, want %v", err, tt.sendErr)
+			}
+			if closed != tt.closed {
+				t.Errorf("half-closed %v, want %v", closed, tt.closed)
+			}
+			var proc bytes.Buffer
+			w := tt.process
+			if w == nil {
+				w = &proc
+			}
+			// The wire ends where the client stopped: a detached
+			// client's connection simply closes.
+			eof := readStdin(w, &wire, tt.framed)
+			if eof != tt.eof || proc.String() != tt.got {
+				t.Errorf("process read %d bytes, eof %v; want %d, %v", proc.Len(), eof, len(tt.got), tt.eof)
+			}
+		})
+	}
+	// Garbage is not taken for data or for an end of input.
+	if readStdin(io.Discard, strings.NewReader("\x07\x00\x00\x00\x01x"), true) {
+		t.Error("unknown frame type read as end of input")
 	}
 }

@@ -104,6 +104,17 @@ func newServer(ctx context.Context, log *slog.Logger, dir string) (_ *server, re
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		return nil, fmt.Errorf("becoming a child subreaper: %w", err)
 	}
+	if s.spec.UserNS && s.spec.Upper != "" {
+		// The remapped root must own the root directory (the upper
+		// dir's own inode) to make its mount points there; the image's
+		// files stay host root's and show as nobody, as dockerd's
+		// without a remapped layer store.
+		for _, d := range []string{s.spec.Upper, s.spec.Work} {
+			if err := os.Chown(d, userNSBase, userNSBase); err != nil {
+				return nil, fmt.Errorf("handing the writable layer to the remapped root: %w", err)
+			}
+		}
+	}
 	if err := mountRootfs(s.spec); err != nil {
 		return nil, err
 	}
@@ -118,6 +129,11 @@ func newServer(ctx context.Context, log *slog.Logger, dir string) (_ *server, re
 		return nil, err
 	}
 	s.warnings = warnings
+	if s.spec.UserNS {
+		if err := makeMountPoints(s.spec.Rootfs, ociS.Mounts); err != nil {
+			return nil, err
+		}
+	}
 	cfg, err := libcontainerConfig(s.spec.ID, ociS, s.spec.Privileged)
 	if err != nil {
 		return nil, err
@@ -513,14 +529,16 @@ func (s *server) delete() error {
 func (s *server) attach(c *net.UnixConn, br *bufio.Reader, req request) {
 	sub := &subscriber{conn: c, stdout: req.Stdout, stderr: req.Stderr, done: make(chan struct{})}
 	live := s.out.add(sub)
-	if err := writeLine(c, response{}); err != nil {
+	if err := writeLine(c, response{StdinFrames: req.StdinFrames}); err != nil {
 		s.out.remove(sub)
 		return
 	}
 	if req.Stdin && s.stdin != nil && live {
 		go func() {
-			_, err := io.Copy(s.stdin, br)
-			if err == nil && s.spec.StdinOnce && s.console == nil {
+			// Only the client's end of input closes stdin, and only
+			// with StdinOnce and no tty, as in dockerd; a client that
+			// goes away leaves it open for the next attach.
+			if readStdin(s.stdin, br, req.StdinFrames) && s.spec.StdinOnce && s.console == nil {
 				s.stdin.Close()
 			}
 		}()
@@ -643,20 +661,28 @@ func (s *server) exec(c *net.UnixConn, br *bufio.Reader, req request) {
 	s.mu.Unlock()
 
 	wmu.Lock()
-	err := writeLine(c, response{Pid: e.pid})
+	err := writeLine(c, response{Pid: e.pid, StdinFrames: req.StdinFrames})
 	wmu.Unlock()
 	if err != nil {
 		s.log.Debug("exec reply", "err", err)
 	}
 	go func() {
+		// Without attached stdin the process reads EOF at once. With
+		// it, only the client's end of input closes it (a tty is
+		// never closed, as in dockerd); a client that detached leaves
+		// the process running with its stdin open.
+		eof := true
 		if req.Stdin {
-			io.Copy(stdinW, br)
+			eof = readStdin(stdinW, br, req.StdinFrames)
 		}
-		if e.console == nil {
+		if eof && e.console == nil {
 			stdinW.Close()
 		}
 	}()
 	ps, werr := proc.Wait()
+	if e.console == nil {
+		stdinW.Close() // a detached client's pipe, no longer needed
+	}
 	x := exitOf(ps, werr)
 	done := make(chan struct{})
 	go func() { outWG.Wait(); close(done) }()

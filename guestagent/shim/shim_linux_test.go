@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -651,4 +652,96 @@ func TestLifecycle(t *testing.T) {
 	}
 	// The shims end after Delete, and the reaper collects them.
 	waitFor(t, func() bool { return r.Pending() == 0 })
+}
+
+// detachingStdin yields its data, then fails as a client that detached.
+type detachingStdin struct {
+	data string
+	hold chan struct{} // closed to let the error through
+}
+
+func (d *detachingStdin) Read(p []byte) (int, error) {
+	if d.data != "" {
+		n := copy(p, d.data)
+		d.data = d.data[n:]
+		return n, nil
+	}
+	<-d.hold
+	return 0, errors.New("client detached")
+}
+
+func (d *detachingStdin) Close() error { return nil }
+
+// TestStdinDetach checks that only the end of the client's input closes
+// a process's stdin: a client that detaches leaves it open, the exec
+// running and the container's stdin ready for the next attach.
+func TestStdinDetach(t *testing.T) {
+	f := newFixture(t)
+	s := f.spec(t, "sh", "-c", "cat; echo closed")
+	s.OpenStdin, s.StdinOnce = true, true
+	c := f.create(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	// The first attach sends a line and detaches.
+	var out1 syncBuffer
+	in1 := &detachingStdin{data: "one\n", hold: make(chan struct{})}
+	attached := make(chan struct{})
+	errc := make(chan error, 1)
+	go func() {
+		errc <- c.Attach(ctx, Streams{Stdin: in1, Stdout: &out1, OnAttached: func() { close(attached) }})
+	}()
+	<-attached
+	if err := c.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return out1.String() == "one\n" })
+	close(in1.hold)
+	select {
+	case err := <-errc:
+		if err == nil || !strings.Contains(err.Error(), "client detached") {
+			t.Errorf("detached attach returned %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the attach did not end when its client detached")
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	exit, err := c.Wait(wctx)
+	wcancel()
+	if err == nil {
+		t.Fatalf("the container's stdin was closed by a detach: it exited %+v", exit)
+	}
+
+	// An exec whose client detaches keeps running with its stdin open.
+	in2 := &detachingStdin{data: "two\n", hold: make(chan struct{})}
+	var eout syncBuffer
+	e, err := c.Exec(ctx, "ex", Process{Args: []string{"sh", "-c", "cat; echo exec-closed"}}, Streams{Stdin: in2, Stdout: &eout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return eout.String() == "two\n" })
+	close(in2.hold)
+	wctx, wcancel = context.WithTimeout(ctx, time.Second)
+	_, err = e.Wait(wctx)
+	wcancel()
+	if err == nil {
+		t.Fatal("the exec ended when its client detached")
+	}
+	if cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", e.Pid())); err != nil || !strings.Contains(string(cmd), "exec-closed") {
+		t.Errorf("the exec is not running after the detach: %q %v", cmd, err)
+	}
+	e.Signal(ctx, int(unix.SIGKILL))
+
+	// The next attach's end of input closes stdin (StdinOnce), and the
+	// attach returns only once the output ended: "closed" is not lost.
+	var out3 syncBuffer
+	if err := c.Attach(ctx, Streams{Stdin: io.NopCloser(strings.NewReader("three\n")), Stdout: &out3}); err != nil {
+		t.Errorf("attach: %v", err)
+	}
+	if out3.String() != "three\nclosed\n" {
+		t.Errorf("output after the end of input %q, want %q", out3.String(), "three\nclosed\n")
+	}
+	if exit, err := c.Wait(ctx); err != nil || exit.Code != 0 {
+		t.Errorf("exit %+v: %v", exit, err)
+	}
 }

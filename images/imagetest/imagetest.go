@@ -1,6 +1,7 @@
 // Package imagetest gives tests real images and a real registry, with no
 // network beyond loopback: it starts Debian's docker-registry on 127.0.0.1
-// (optionally with htpasswd basic auth) and builds images from the host's
+// (optionally with htpasswd basic auth, optionally on the loopback of a
+// network namespace the test made, such as an engine's) and builds images from the host's
 // busybox-static (and the arm64 one from Debian's package, cached under
 // out/cache) with several layers, whiteouts, an opaque directory, a full
 // image config and a multi-arch index.
@@ -43,6 +44,10 @@ type Registry struct {
 	Username, Password string
 	// Dir holds its storage.
 	Dir string
+	// NetNS is the network namespace it runs in ("" for the test's).
+	NetNS string
+
+	transport http.RoundTripper
 }
 
 // RegistryOptions tunes StartRegistry.
@@ -51,6 +56,12 @@ type RegistryOptions struct {
 	// default to "berth" and a random password.
 	BasicAuth          bool
 	Username, Password string
+	// NetNS, when set, is the path of a network namespace (such as
+	// /run/netns/NAME) to run the registry in, so that its 127.0.0.1
+	// is that namespace's loopback: an engine confined there reaches
+	// it. Push, PushIndex and Transport then dial into the namespace.
+	// Linux only.
+	NetNS string
 }
 
 // StartRegistry starts a registry with its own storage, waits until it
@@ -62,7 +73,13 @@ func StartRegistry(t testing.TB, opts RegistryOptions) *Registry {
 		t.Skipf("%s not installed (apt-get install docker-registry): %v", RegistryBinary, err)
 	}
 	dir := t.TempDir()
-	r := &Registry{Dir: dir}
+	r := &Registry{Dir: dir, NetNS: opts.NetNS}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.Proxy = nil // loopback only, whatever the environment says
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return dialIn(ctx, opts.NetNS, network, addr)
+	}
+	r.transport = tr
 	authCfg := ""
 	if opts.BasicAuth {
 		r.Username, r.Password = opts.Username, opts.Password
@@ -116,13 +133,13 @@ http:
 		}
 		cmd := exec.Command(RegistryBinary, "serve", cfgPath)
 		cmd.Stdout, cmd.Stderr = logf, logf
-		if err := cmd.Start(); err != nil {
+		if err := startIn(cmd, opts.NetNS); err != nil {
 			logf.Close()
 			t.Fatalf("starting registry: %v", err)
 		}
 		exited := make(chan error, 1)
 		go func() { exited <- cmd.Wait(); logf.Close() }()
-		if err := waitReady(r.Addr, exited); err != nil {
+		if err := waitReady(r.Addr, r.transport, exited); err != nil {
 			_ = cmd.Process.Kill()
 			<-exited
 			log, _ := os.ReadFile(logf.Name())
@@ -139,9 +156,9 @@ http:
 	return nil
 }
 
-func waitReady(addr string, exited <-chan error) error {
+func waitReady(addr string, tr http.RoundTripper, exited <-chan error) error {
 	deadline := time.Now().Add(20 * time.Second)
-	client := &http.Client{Timeout: time.Second}
+	client := &http.Client{Timeout: time.Second, Transport: tr}
 	for time.Now().Before(deadline) {
 		select {
 		case err := <-exited:
@@ -186,8 +203,12 @@ func (r *Registry) Auth() authn.Authenticator {
 	return &authn.Basic{Username: r.Username, Password: r.Password}
 }
 
+// Transport reaches the registry, through its network namespace when it
+// has one; remote.WithTransport takes it.
+func (r *Registry) Transport() http.RoundTripper { return r.transport }
+
 func (r *Registry) options() []remote.Option {
-	return []remote.Option{remote.WithAuth(r.Auth()), remote.WithContext(context.Background())}
+	return []remote.Option{remote.WithAuth(r.Auth()), remote.WithContext(context.Background()), remote.WithTransport(r.transport)}
 }
 
 // Push pushes img as ref (see Ref) and returns its manifest digest.

@@ -2,8 +2,10 @@
 
 // Package integration tests the container engine end to end: the real
 // berth-guestagent binary in native mode, in a network namespace of its
-// own, driven by the real docker CLI. It needs root and the docker CLI,
-// and skips without them.
+// own, driven by the real docker CLI. The images are built by the tests
+// (images/imagetest) and pulled from Debian's docker-registry, which the
+// tests start on 127.0.0.1 inside the engine's namespace. It needs root
+// and the docker CLI, and skips without them.
 package integration
 
 import (
@@ -12,20 +14,21 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -33,8 +36,8 @@ import (
 	"github.com/berthvm/berth/images/imagetest"
 )
 
-// Images the tests load (docker load, no registry: the engine runs in its
-// own network namespace).
+// Images TestEngine loads (docker load). TestImages pulls its own from a
+// registry that runs in the engine's network namespace.
 const (
 	busyboxImg = "berthtest/busybox:latest"
 	layeredImg = "berthtest/layered:latest"
@@ -85,6 +88,50 @@ func moduleRoot(t *testing.T) string {
 	}
 }
 
+// agent is the berth-guestagent binary the tests share, built once.
+var agent struct {
+	once      sync.Once
+	dir, path string
+	err       error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if agent.dir != "" {
+		os.RemoveAll(agent.dir)
+	}
+	os.Exit(code)
+}
+
+// agentBinary builds the agent on first use.
+func agentBinary(t *testing.T) string {
+	t.Helper()
+	root := moduleRoot(t)
+	agent.once.Do(func() {
+		dir, err := os.MkdirTemp("", "berth-it-bin")
+		if err != nil {
+			agent.err = err
+			return
+		}
+		agent.dir, agent.path = dir, filepath.Join(dir, "berth-guestagent")
+		args := []string{"build", "-o", agent.path}
+		// With libseccomp, as the guest build: containers get Docker's
+		// default seccomp profile.
+		if exec.Command("pkg-config", "--exists", "libseccomp").Run() == nil {
+			args = append(args, "-tags", "seccomp")
+		}
+		build := exec.Command("go", append(args, "./cmd/berth-guestagent")...)
+		build.Dir = root
+		if out, err := build.CombinedOutput(); err != nil {
+			agent.err = fmt.Errorf("building the agent: %v\n%s", err, out)
+		}
+	})
+	if agent.err != nil {
+		t.Fatal(agent.err)
+	}
+	return agent.path
+}
+
 func randHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
@@ -101,6 +148,11 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// As a real root (/var/lib/...): user-namespaced containers' root,
+	// an unprivileged host user, must traverse it to reach their rootfs.
+	if err := os.Chmod(root, 0o711); err != nil {
+		t.Fatal(err)
+	}
 	e := &env{
 		t: t, root: root, listen: filepath.Join(root, "s"),
 		bridge: "bt" + randHex(3), nsName: "berth-it-" + randHex(4),
@@ -109,18 +161,7 @@ func newEnv(t *testing.T) *env {
 	var b [1]byte
 	rand.Read(b[:])
 	e.subnet = fmt.Sprintf("10.%d.%d.0/24", 200+int(b[0])%50, int(b[0]))
-	e.bin = filepath.Join(t.TempDir(), "berth-guestagent")
-	args := []string{"build", "-o", e.bin}
-	// With libseccomp, as the guest build: containers get Docker's
-	// default seccomp profile.
-	if exec.Command("pkg-config", "--exists", "libseccomp").Run() == nil {
-		args = append(args, "-tags", "seccomp")
-	}
-	build := exec.Command("go", append(args, "./cmd/berth-guestagent")...)
-	build.Dir = moduleRoot(t)
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building the agent: %v\n%s", err, out)
-	}
+	e.bin = agentBinary(t)
 
 	runtime.LockOSThread()
 	orig, err := netns.Get()
@@ -237,6 +278,17 @@ func (e *env) stop() error {
 
 func (e *env) sock() string { return filepath.Join(e.listen, "2375.sock") }
 
+// nsPath is the engine's network namespace, as netns.NewNamed made it.
+func (e *env) nsPath() string { return filepath.Join("/var/run/netns", e.nsName) }
+
+// registry starts a registry on 127.0.0.1 of the engine's network
+// namespace, which the engine pulls from and pushes to.
+func (e *env) registry(t *testing.T, opts imagetest.RegistryOptions) *imagetest.Registry {
+	t.Helper()
+	opts.NetNS = e.nsPath()
+	return imagetest.StartRegistry(t, opts)
+}
+
 func (e *env) agentLog() string {
 	b, _ := os.ReadFile(e.logPath)
 	if len(b) > 20000 {
@@ -324,6 +376,30 @@ func (e *env) exitCode(t *testing.T, args ...string) (int, string, string) {
 	return -1, out, errOut
 }
 
+// api sends one request to the engine's Docker API and returns the
+// status and body: for what the docker CLI cannot ask.
+func (e *env) api(t *testing.T, method, path, body string) (int, string) {
+	t.Helper()
+	c := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", e.sock())
+		},
+	}}
+	req, err := http.NewRequest(method, "http://berth/v1.43"+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
 // dial connects to addr from inside the engine's network namespace.
 func (e *env) dial(addr string) (net.Conn, error) {
 	type result struct {
@@ -357,10 +433,11 @@ func (e *env) dial(addr string) (net.Conn, error) {
 	return r.c, r.err
 }
 
-// loadImages builds the test images and docker-loads them.
-func (e *env) loadImages(t *testing.T) {
+// pullImages builds the test images, pushes them to a registry in the
+// engine's network namespace, pulls them and tags them with the short
+// names the tests use.
+func (e *env) pullImages(t *testing.T) {
 	t.Helper()
-	bb := imagetest.Busybox(t, runtime.GOARCH)
 	layered := imagetest.Layered(t)
 	cf, err := layered.ConfigFile()
 	if err != nil {
@@ -375,19 +452,14 @@ func (e *env) loadImages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	refs := map[name.Tag]v1.Image{}
-	for ref, img := range map[string]v1.Image{busyboxImg: bb, layeredImg: layered, volumeImg: vol} {
-		tag, err := name.NewTag(ref)
-		if err != nil {
-			t.Fatal(err)
-		}
-		refs[tag] = img
+	reg := e.registry(t, imagetest.RegistryOptions{})
+	for ref, img := range map[string]v1.Image{busyboxImg: imagetest.Busybox(t, runtime.GOARCH), layeredImg: layered, volumeImg: vol} {
+		src := reg.Ref(ref)
+		reg.Push(t, src, img)
+		e.must(t, "pull", "-q", src)
+		e.must(t, "tag", src, ref)
+		e.must(t, "rmi", src)
 	}
-	path := filepath.Join(t.TempDir(), "images.tar")
-	if err := tarball.MultiWriteToFile(path, refs); err != nil {
-		t.Fatal(err)
-	}
-	e.must(t, "load", "-i", path)
 }
 
 // underTTY runs "docker ARGS" (a shell word list) under script(1), which
