@@ -16,6 +16,7 @@ import (
 	"github.com/moby/moby/api/types/network"
 
 	"github.com/berthvm/berth/guestagent/engine"
+	"github.com/berthvm/berth/guestagent/shim"
 	"github.com/berthvm/berth/images"
 )
 
@@ -80,6 +81,9 @@ func (d *Daemon) Create(ctx context.Context, opts engine.CreateOptions) (_ conta
 	if err != nil {
 		return container.CreateResponse{}, err
 	}
+	// Limits this host cannot apply (native mode on cgroup v1): say so
+	// now, as dockerd does, rather than only in the engine's log.
+	warnings = append(warnings, shim.LimitWarnings(resourcesOf(hc))...)
 	mps, err := parseMounts(hc, cfg)
 	if err != nil {
 		return container.CreateResponse{}, err

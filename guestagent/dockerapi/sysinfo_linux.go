@@ -34,8 +34,19 @@ func hostFacts() facts {
 	// (some hosts in native mode) does not.
 	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
 		f.cgroupVersion = "2"
-	} else {
-		f.cgroupVersion = "1"
+		return f
+	}
+	f.cgroupVersion = "1"
+	// On v1, a limit works when its controller's file is there (the
+	// usual /sys/fs/cgroup/<controller> layout), as the shim checks.
+	has := func(p string) bool { _, err := os.Stat("/sys/fs/cgroup/" + p); return err == nil }
+	f.v1 = &v1Limits{
+		memory: has("memory/memory.limit_in_bytes"),
+		swap:   has("memory/memory.memsw.limit_in_bytes"),
+		cfs:    has("cpu/cpu.cfs_quota_us"),
+		shares: has("cpu/cpu.shares"),
+		cpuset: has("cpuset/cpuset.cpus"),
+		pids:   has("pids/cgroup.procs"), // pids.max exists only below the root
 	}
 	return f
 }

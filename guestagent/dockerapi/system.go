@@ -26,6 +26,12 @@ type facts struct {
 	kernel        string
 	memTotal      int64
 	cgroupVersion string
+	v1            *v1Limits // which limits a cgroup v1 host can apply
+}
+
+// v1Limits are the limits a cgroup v1 (or hybrid) host has controllers for.
+type v1Limits struct {
+	memory, swap, cfs, shares, cpuset, pids bool
 }
 
 func (s *Server) ping(w http.ResponseWriter, r *http.Request) {
@@ -142,12 +148,25 @@ func (s *Server) info(w http.ResponseWriter, r *http.Request) {
 	if s.cfg.Containers == nil {
 		info.Warnings = append(info.Warnings, "WARNING: berth's container engine is not running: container commands are not available")
 	}
-	if f.cgroupVersion != "2" {
-		// Native mode on a v1/v2 hybrid host: limits need the unified
-		// hierarchy's controllers, which such a host does not delegate.
-		info.MemoryLimit, info.SwapLimit, info.CPUCfsPeriod, info.CPUCfsQuota = false, false, false, false
-		info.CPUShares, info.CPUSet, info.PidsLimit = false, false, false
-		info.Warnings = append(info.Warnings, "WARNING: cgroup v1/hybrid host: berth applies no memory, swap, CPU, cpuset or pids limits (they need cgroup v2)")
+	if f.cgroupVersion != "2" && f.v1 != nil {
+		// Native mode on a v1/v2 hybrid host: limits work where the v1
+		// controller is there; say which do not.
+		l := f.v1
+		info.MemoryLimit, info.SwapLimit = l.memory, l.swap
+		info.CPUCfsPeriod, info.CPUCfsQuota, info.CPUShares = l.cfs, l.cfs, l.shares
+		info.CPUSet, info.PidsLimit = l.cpuset, l.pids
+		var missing []string
+		for _, m := range []struct {
+			ok   bool
+			name string
+		}{{l.memory, "memory"}, {l.swap, "swap"}, {l.cfs, "CPU quota"}, {l.shares, "CPU shares"}, {l.cpuset, "cpuset"}, {l.pids, "pids"}} {
+			if !m.ok {
+				missing = append(missing, m.name)
+			}
+		}
+		if len(missing) > 0 {
+			info.Warnings = append(info.Warnings, "WARNING: cgroup v1 host: berth cannot apply these limits: "+strings.Join(missing, ", "))
+		}
 	}
 	if s.cfg.Info != nil {
 		s.cfg.Info(&info)

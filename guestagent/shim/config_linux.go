@@ -269,6 +269,18 @@ func ociSpec(s Spec, cgroupPath string) (*specs.Spec, []string, error) {
 	return spec, warnings, nil
 }
 
+// LimitWarnings returns, for limits r asks for, the ones this host's
+// cgroups cannot apply (a cgroup v1 host without the controller or its
+// file), worded as the warnings a container start logs; nil on cgroup v2.
+// The engine shows them when the container is created.
+func LimitWarnings(r Resources) []string {
+	w, err := applyResources(&specs.LinuxResources{}, r, cgroups.IsCgroup2UnifiedMode())
+	if err != nil {
+		return nil // the start reports it
+	}
+	return w
+}
+
 // applyResources sets the limits into res. On cgroup v1 it checks the
 // controller files the limits need and returns a warning for each limit
 // it cannot apply instead of failing, as Docker does.
@@ -334,7 +346,8 @@ func applyResources(res *specs.LinuxResources, r Resources, unified bool) ([]str
 		res.CPU = cpu
 	}
 	if r.PidsLimit > 0 {
-		if has("pids", "pids.max") {
+		// pids.max exists only below the v1 root: the mount is the test.
+		if has("pids", "cgroup.procs") {
 			res.Pids = &specs.LinuxPids{Limit: &r.PidsLimit}
 		} else {
 			warnings = append(warnings, "PIDs limit not applied: no pids cgroup controller")
