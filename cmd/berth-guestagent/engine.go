@@ -38,7 +38,9 @@ type engineConfig struct {
 	// onPorts receives published port changes (the control service's
 	// event broker).
 	onPorts func(added, removed []netctl.PublishedPort)
-	log     *slog.Logger
+	// userns runs containers in a private user namespace by default.
+	userns bool
+	log    *slog.Logger
 }
 
 // idleTrim is how long the API must be quiet before the engine gives its
@@ -108,6 +110,7 @@ func startEngine(ctx context.Context, cfg engineConfig) (_ *containerEngine, ret
 		Shims:         shim.NewManager(shim.Options{Reaper: cfg.reaper, Log: log.With("component", "shim")}),
 		Events:        events,
 		HostGatewayIP: gateway,
+		UsernsRemap:   cfg.userns,
 		Log:           log.With("component", "daemon"),
 	}
 	if e.net != nil {

@@ -52,7 +52,7 @@ Usage:
   berth-guestagent                 as PID 1: boot the guest and serve
   berth-guestagent init            the same, spelled out (must be PID 1)
   berth-guestagent serve --listen unix:///DIR --root DIR [--debug]
-        [--bridge NAME] [--subnet CIDR] [--docker-socket PATH] [--live-restore]
+        [--bridge NAME] [--subnet CIDR] [--docker-socket PATH] [--live-restore] [--userns-remap]
                                    native mode: serve the control service on
                                    DIR/1024.sock and the Docker API on
                                    DIR/2375.sock as a process on a Linux host
@@ -247,9 +247,10 @@ func runServe(args []string) error {
 	bridge := fs.String("bridge", "berth0", "the containers' bridge interface")
 	subnet := fs.String("subnet", nativeSubnet, "the containers' IPv4 subnet (clear of a host docker0's 172.17.0.0/16)")
 	dockerSocket := fs.String("docker-socket", "", "also serve the Docker API on this unix socket (mode 0660)")
+	usernsRemap := fs.Bool("userns-remap", false, "run containers in a private user namespace by default (--userns=host or --privileged opts one out), as dockerd's userns-remap")
 	liveRestore := fs.Bool("live-restore", false, "leave containers running when the agent stops (the next agent reconnects to them), instead of stopping them as dockerd does")
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), "usage: berth-guestagent serve --listen unix:///DIR --root DIR [--debug] [--bridge NAME] [--subnet CIDR] [--docker-socket PATH] [--live-restore]\n\n")
+		fmt.Fprint(fs.Output(), "usage: berth-guestagent serve --listen unix:///DIR --root DIR [--debug] [--bridge NAME] [--subnet CIDR] [--docker-socket PATH] [--live-restore] [--userns-remap]\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -323,6 +324,7 @@ func runServe(args []string) error {
 		bridge:  *bridge,
 		subnet:  *subnet,
 		onPorts: netctl.BrokerSink(srv.Broker().Publish),
+		userns:  *usernsRemap,
 		log:     log,
 	})
 	if err != nil {

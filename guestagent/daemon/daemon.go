@@ -43,6 +43,11 @@ type Config struct {
 	// empty the guest's /etc/resolv.conf is used (loopback servers
 	// dropped), with 8.8.8.8 as the last resort, as dockerd.
 	DNS []string
+	// UsernsRemap runs every container in a private user namespace (its
+	// root is an unprivileged uid on the host), as dockerd's
+	// userns-remap: the docker CLI can only ask for --userns=host, which
+	// opts a container out, as --privileged does.
+	UsernsRemap bool
 	// Log defaults to slog.Default().
 	Log *slog.Logger
 }

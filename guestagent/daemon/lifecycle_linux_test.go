@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -431,5 +432,44 @@ func TestEngineRestart(t *testing.T) {
 	}
 	if len(list) != 2 {
 		t.Errorf("running after the restart: %d", len(list))
+	}
+}
+
+func TestUsernsRemap(t *testing.T) {
+	s := newTestStores(t)
+	ctx := context.Background()
+	for _, remap := range []bool{false, true} {
+		d, err := New(ctx, Config{
+			Root: s.root, Images: s.images, Volumes: s.vols, Shims: s.shims, Events: s.events,
+			UsernsRemap: remap, Log: slog.New(slog.DiscardHandler),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range []struct {
+			name string
+			hc   container.HostConfig
+			want bool
+		}{
+			{"default", container.HostConfig{}, remap},
+			{"private", container.HostConfig{UsernsMode: "private"}, true},
+			{"host", container.HostConfig{UsernsMode: "host"}, false},
+			{"privileged", container.HostConfig{Privileged: true}, false},
+		} {
+			name := fmt.Sprintf("u%v-%s", remap, tc.name)
+			hc := tc.hc
+			id := create(t, d, name, &hc, "true")
+			if err := d.Start(ctx, id); err != nil {
+				t.Fatalf("%s: start: %v", name, err)
+			}
+			c := s.shims.get(filepath.Join(s.root, id))
+			if c == nil {
+				t.Fatalf("%s: no shim", name)
+			}
+			if c.spec.UserNS != tc.want {
+				t.Errorf("remap=%v %s: UserNS = %v, want %v", remap, tc.name, c.spec.UserNS, tc.want)
+			}
+		}
+		d.Close()
 	}
 }

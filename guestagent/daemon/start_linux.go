@@ -222,7 +222,7 @@ func (d *Daemon) startLocked(reqCtx context.Context, c *ctr) (retErr error) {
 		CapDrop:           hc.CapDrop,
 		NoNewPrivileges:   sec.NoNewPrivileges,
 		SeccompUnconfined: sec.SeccompUnconfined,
-		UserNS:            hc.UsernsMode == "private",
+		UserNS:            d.userNS(hc),
 		Resources:         resourcesOf(hc),
 		NetNS:             netns,
 		Hosts:             c.path(hostsFile),
@@ -496,4 +496,17 @@ func portError(err error) error {
 		return engine.WithKind(engine.ErrInvalid, err.Error())
 	}
 	return fmt.Errorf("driver failed programming external connectivity on endpoint: %w", err)
+}
+
+// userNS reports whether the container gets a private user namespace:
+// when it asks for one, or by the engine's default unless it opts out
+// with --userns=host or is privileged.
+func (d *Daemon) userNS(hc *container.HostConfig) bool {
+	switch {
+	case hc.UsernsMode == "private":
+		return true
+	case hc.UsernsMode == "host" || hc.Privileged:
+		return false
+	}
+	return d.cfg.UsernsRemap
 }
