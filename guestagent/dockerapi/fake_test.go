@@ -162,8 +162,12 @@ func (e *fakeEngine) List(ctx context.Context, opts engine.ListOptions) ([]conta
 		if !opts.All && c.state != container.StateRunning && c.state != container.StatePaused {
 			continue
 		}
+		imageID := "sha256:" + strings.Repeat("ab", 32)
+		if strings.HasPrefix(c.cfg.Image, "sha256:") {
+			imageID = c.cfg.Image
+		}
 		s := container.Summary{
-			ID: c.id, Names: []string{"/" + c.name}, Image: c.cfg.Image, ImageID: "sha256:" + strings.Repeat("ab", 32),
+			ID: c.id, Names: []string{"/" + c.name}, Image: c.cfg.Image, ImageID: imageID,
 			Command: strings.Join(c.cfg.Cmd, " "), Created: c.created.Unix(), Labels: c.cfg.Labels,
 			State: c.state, Status: string(c.state),
 			NetworkSettings: &container.NetworkSettingsSummary{Networks: c.networks()},

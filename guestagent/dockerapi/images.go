@@ -1,6 +1,7 @@
 package dockerapi
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 	"strings"
@@ -8,6 +9,7 @@ import (
 	"github.com/moby/moby/api/types/events"
 	"github.com/moby/moby/api/types/image"
 
+	"github.com/berthvm/berth/guestagent/engine"
 	"github.com/berthvm/berth/images"
 )
 
@@ -270,7 +272,16 @@ func (s *Server) imageDelete(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	resp, err := s.cfg.Images.Remove(ctx, name, images.RemoveOptions{Force: q.bool("force"), NoPrune: q.bool("noprune"), InUse: s.inUse})
+	force := q.bool("force")
+	if force {
+		// As dockerd: -f cannot delete an image out from under a running
+		// container (it may untag one of several references).
+		if cid := s.runningUser(ctx, img.ID); cid != "" && s.lastReference(ctx, name, img.ID) {
+			s.writeError(w, r, conflictf("conflict: unable to delete %s (cannot be forced) - image is being used by running container %s", shortImageID(img.ID), shortImageID(cid)))
+			return
+		}
+	}
+	resp, err := s.cfg.Images.Remove(ctx, name, images.RemoveOptions{Force: force, NoPrune: q.bool("noprune"), InUse: s.inUse})
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -287,6 +298,46 @@ func (s *Server) imageDelete(w http.ResponseWriter, r *http.Request) {
 		resp = []image.DeleteResponse{}
 	}
 	writeJSON(w, http.StatusOK, resp)
+}
+
+// runningUser returns the ID of a running container of image id, or "".
+func (s *Server) runningUser(ctx context.Context, id string) string {
+	if s.cfg.Containers == nil || !s.cfg.Containers.ImageInUse(id) {
+		return ""
+	}
+	list, err := s.cfg.Containers.List(ctx, engine.ListOptions{Filters: map[string][]string{"status": {"running"}}})
+	if err != nil {
+		return ""
+	}
+	for _, c := range list {
+		if c.ImageID == id {
+			return c.ID
+		}
+	}
+	return ""
+}
+
+// lastReference reports whether removing name would delete image id: name
+// is the image's ID (or a prefix), or its only reference.
+func (s *Server) lastReference(ctx context.Context, name, id string) bool {
+	if strings.HasPrefix(id, name) || strings.HasPrefix(strings.TrimPrefix(id, "sha256:"), name) {
+		return true
+	}
+	insp, err := s.cfg.Images.Inspect(ctx, id)
+	if err != nil {
+		return false
+	}
+	return len(insp.RepoTags) <= 1
+}
+
+// shortImageID is the 12-character form of an ID, with or without its
+// "sha256:" prefix.
+func shortImageID(id string) string {
+	id = strings.TrimPrefix(id, "sha256:")
+	if len(id) > 12 {
+		id = id[:12]
+	}
+	return id
 }
 
 // imagePrune serves POST /images/prune.
