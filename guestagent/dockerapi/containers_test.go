@@ -42,12 +42,17 @@ func TestContainersBackend(t *testing.T) {
 	if resp.StatusCode != 409 {
 		t.Errorf("rmi of an image in use: %d %s", resp.StatusCode, body)
 	}
-	// Forced, still refused while a running container uses it, naming it.
-	for _, name := range []string{img.ID, ref} {
+	// Forced by ID, still refused while a running container uses it,
+	// naming it; by reference, -f only untags.
+	for _, name := range []string{img.ID, strings.TrimPrefix(img.ID, "sha256:")[:12]} {
 		resp, body = e.do(t, "DELETE", "/images/"+name+"?force=1", nil, nil)
 		if resp.StatusCode != 409 || !strings.Contains(body, "cannot be forced") || !strings.Contains(body, created.ID[:12]) {
 			t.Errorf("rmi -f %s of an image a running container uses: %d %s", name, resp.StatusCode, body)
 		}
+	}
+	resp, body = e.do(t, "DELETE", "/images/"+ref+"?force=1", nil, nil)
+	if resp.StatusCode != 200 || !strings.Contains(body, "Untagged") || strings.Contains(body, "Deleted") {
+		t.Errorf("rmi -f of the reference of an image a running container uses: %d %s", resp.StatusCode, body)
 	}
 	if _, body := e.do(t, "POST", "/images/prune?filters="+`{"dangling":{"false":true}}`, nil, nil); strings.Contains(body, img.ID) {
 		t.Errorf("prune deleted an image in use: %s", body)

@@ -273,10 +273,11 @@ func (s *Server) imageDelete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	force := q.bool("force")
-	if force {
-		// As dockerd: -f cannot delete an image out from under a running
-		// container (it may untag one of several references).
-		if cid := s.runningUser(ctx, img.ID); cid != "" && s.lastReference(ctx, name, img.ID) {
+	if force && isIDPrefix(name, img.ID) {
+		// As dockerd: -f by ID cannot delete an image out from under a
+		// running container. (By reference, -f untags it; the image stays
+		// for the container.)
+		if cid := s.runningUser(ctx, img.ID); cid != "" {
 			s.writeError(w, r, conflictf("conflict: unable to delete %s (cannot be forced) - image is being used by running container %s", shortImageID(img.ID), shortImageID(cid)))
 			return
 		}
@@ -317,17 +318,10 @@ func (s *Server) runningUser(ctx context.Context, id string) string {
 	return ""
 }
 
-// lastReference reports whether removing name would delete image id: name
-// is the image's ID (or a prefix), or its only reference.
-func (s *Server) lastReference(ctx context.Context, name, id string) bool {
-	if strings.HasPrefix(id, name) || strings.HasPrefix(strings.TrimPrefix(id, "sha256:"), name) {
-		return true
-	}
-	insp, err := s.cfg.Images.Inspect(ctx, id)
-	if err != nil {
-		return false
-	}
-	return len(insp.RepoTags) <= 1
+// isIDPrefix reports whether name names image id by its ID (or a prefix
+// of it), not by a reference.
+func isIDPrefix(name, id string) bool {
+	return strings.HasPrefix(id, name) || strings.HasPrefix(strings.TrimPrefix(id, "sha256:"), name)
 }
 
 // shortImageID is the 12-character form of an ID, with or without its

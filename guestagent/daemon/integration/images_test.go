@@ -236,8 +236,11 @@ func TestImages(t *testing.T) {
 		if out := e.must(t, "rmi", "-f", "berthtest/dangle:1"); out != "Untagged: berthtest/dangle:1\n" {
 			t.Errorf("rmi -f of the reference: %q", out)
 		}
-		// Even by ID, an image a running container uses is not deleted.
-		e.docker(nil, "rmi", "-f", dangleID)
+		// By ID, -f cannot delete an image a running container uses.
+		code, _, errOut = e.exitCode(t, "rmi", "-f", dangleID)
+		if code == 0 || !strings.Contains(errOut, "(cannot be forced) - image is being used by running container "+run[:12]) {
+			t.Errorf("rmi -f by ID of an image a running container uses: %d %q", code, errOut)
+		}
 		if got := imageInspect(t, e, dangleID, "{{.Id}}"); got != dangleID {
 			t.Errorf("the image of a running container after rmi -f: %q", got)
 		}
