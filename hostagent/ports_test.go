@@ -257,26 +257,42 @@ func TestPortEvents(t *testing.T) {
 		t.Fatalf("the port kept across the resync: %v", err)
 	}
 
-	// The event log tells the story.
-	b, err := os.ReadFile(inst.Path(instance.EventsFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var msgs []string
-	for _, line := range strings.Split(string(b), "\n") {
-		var ev events.Event
-		if json.Unmarshal([]byte(line), &ev) == nil && ev.Status.Message != "" {
-			msgs = append(msgs, ev.Status.Message)
+	// The event log tells the story. Its lines are written as the
+	// forwarder reports, a moment after the list above changes.
+	eventLog := func() string {
+		b, err := os.ReadFile(inst.Path(instance.EventsFile))
+		if err != nil {
+			t.Fatal(err)
 		}
+		var msgs []string
+		for _, line := range strings.Split(string(b), "\n") {
+			var ev events.Event
+			if json.Unmarshal([]byte(line), &ev) == nil && ev.Status.Message != "" {
+				msgs = append(msgs, ev.Status.Message)
+			}
+		}
+		return strings.Join(msgs, "\n")
 	}
-	log := strings.Join(msgs, "\n")
-	for _, want := range []string{
+	wants := []string{
 		fmt.Sprintf("forwarding tcp 127.0.0.1:%d -> 127.0.0.1:%d (listening on 127.0.0.1:%d)", early.HostPort, echo, early.HostPort),
 		fmt.Sprintf("cannot forward tcp 127.0.0.1:%d -> 127.0.0.1:%d: host port 127.0.0.1:%d/tcp is already in use", taken.HostPort, echo, taken.HostPort),
 		fmt.Sprintf("stopped forwarding tcp 0.0.0.0:%d", live.HostPort),
-	} {
-		if !strings.Contains(log, want) {
-			t.Errorf("the event log lacks %q:\n%s", want, log)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		log := eventLog()
+		var missing []string
+		for _, want := range wants {
+			if !strings.Contains(log, want) {
+				missing = append(missing, want)
+			}
 		}
+		if len(missing) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the event log lacks %q:\n%s", missing, log)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
