@@ -317,10 +317,6 @@ func (r *stdinReader) Close() error {
 // defaultDetachKeys are ctrl-p, ctrl-q.
 var defaultDetachKeys = []byte{16, 17}
 
-// parseDetachKeys reads Docker's detach key format ("" is the default
-// sequence); the engine owns the parser, as exec inspect returns its bytes.
-func parseDetachKeys(s string) ([]byte, error) { return engine.ParseDetachKeys(s) }
-
 // execDetachKeys reads ExecInspectResponse.DetachKeys: dockerd gives the
 // key bytes; an engine may keep the request's text ("ctrl-x,y"), which is
 // read in Docker's format when it parses as such (a sequence of raw bytes
@@ -329,7 +325,7 @@ func execDetachKeys(b []byte) []byte {
 	if len(b) == 0 {
 		return defaultDetachKeys
 	}
-	if keys, err := parseDetachKeys(string(b)); err == nil {
+	if keys, err := engine.ParseDetachKeys(string(b)); err == nil {
 		return keys
 	}
 	return b
@@ -385,7 +381,7 @@ func (s *Server) containerAttach(w http.ResponseWriter, r *http.Request, c engin
 		s.writeError(w, r, err)
 		return
 	}
-	keys, err := parseDetachKeys(q.get("detachKeys"))
+	keys, err := engine.ParseDetachKeys(q.get("detachKeys"))
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -453,7 +449,7 @@ func decodeExecCreate(body []byte) (container.ExecCreateRequest, error) {
 		return req, invalidf("No exec command specified")
 	}
 	if req.DetachKeys != "" {
-		if _, err := parseDetachKeys(req.DetachKeys); err != nil {
+		if _, err := engine.ParseDetachKeys(req.DetachKeys); err != nil {
 			return req, err
 		}
 	}

@@ -79,7 +79,7 @@ func FuzzDecodeRequest(f *testing.F) {
 		var start container.ExecStartRequest
 		check("exec start", decodeJSONBytes([]byte(body), &start, true))
 		check("name", checkContainerName(q.get("name")))
-		keys, err := parseDetachKeys(q.get("detachKeys"))
+		keys, err := engine.ParseDetachKeys(q.get("detachKeys"))
 		check("detachKeys", err)
 		if err == nil && len(keys) == 0 {
 			t.Fatalf("no detach keys from %q", q.get("detachKeys"))
