@@ -95,7 +95,7 @@ func TestEngine(t *testing.T) {
 
 	t.Run("detached lifecycle", func(t *testing.T) {
 		id := strings.TrimSpace(e.must(t, "run", "-d", "--name", "web", "--label", "tier=front", busyboxImg,
-			"sh", "-c", `echo started; trap "echo bye; exit 0" TERM; while true; do sleep 0.1; done`))
+			"sh", "-c", `trap "echo bye; exit 0" TERM; echo started; while true; do sleep 0.1; done`))
 		if len(id) != 64 {
 			t.Fatalf("run -d printed %q", id)
 		}
@@ -254,7 +254,8 @@ func TestEngine(t *testing.T) {
 	})
 
 	t.Run("pause kill wait", func(t *testing.T) {
-		e.must(t, "run", "-d", "--name", "pk", busyboxImg, "sh", "-c", `trap "echo usr1" USR1; trap "exit 0" TERM; while true; do sleep 0.1; done`)
+		e.must(t, "run", "-d", "--name", "pk", busyboxImg, "sh", "-c", `trap "echo usr1" USR1; trap "exit 0" TERM; echo ready; while true; do sleep 0.1; done`)
+		e.waitReady(t, "pk", 1)
 		defer e.docker(nil, "rm", "-f", "pk")
 		e.must(t, "pause", "pk")
 		if st := inspect(t, e, "pk", "{{.State.Status}} {{.State.Paused}}"); st != "paused true" {
@@ -264,7 +265,6 @@ func TestEngine(t *testing.T) {
 			t.Errorf("ps of a paused container: %q", out)
 		}
 		e.must(t, "unpause", "pk")
-		time.Sleep(300 * time.Millisecond) // the trap is set
 		e.must(t, "kill", "-s", "USR1", "pk")
 		waitFor(t, "the USR1 trap", func() bool { return strings.Contains(e.must(t, "logs", "pk"), "usr1") })
 		e.must(t, "restart", "-t", "1", "pk")
@@ -277,7 +277,7 @@ func TestEngine(t *testing.T) {
 		}
 		// A paused container stops too (it is thawed for its signal).
 		e.must(t, "start", "pk")
-		time.Sleep(200 * time.Millisecond)
+		e.waitReady(t, "pk", 3) // the first run, the restart, this start
 		e.must(t, "pause", "pk")
 		e.must(t, "stop", "-t", "1", "pk")
 		if got := inspect(t, e, "pk", "{{.State.Status}} {{.State.Paused}} {{.State.ExitCode}}"); got != "exited false 0" {
@@ -344,7 +344,7 @@ func TestEngine(t *testing.T) {
 			return
 		}
 		// A host whose cgroups cannot limit memory must say so.
-		if log := e.agentLog(); strings.Contains(log, "memory limit not applied") {
+		if log, _ := os.ReadFile(e.logPath); strings.Contains(string(log), "memory limit not applied") {
 			t.Skipf("memory limits are not enforced on this host, and the engine says so (exit %d, %s)", code, state)
 		}
 		t.Errorf("-m 16m and 100 MB held: exit %d, OOMKilled/ExitCode %s, stderr %q", code, state, errOut)
@@ -554,11 +554,14 @@ func TestEngine(t *testing.T) {
 	})
 
 	t.Run("engine restart", func(t *testing.T) {
-		loop := `trap "exit 0" TERM; while true; do sleep 0.1; done`
+		loop := `trap "exit 0" TERM; echo ready; while true; do sleep 0.1; done`
 		e.must(t, "run", "-d", "--name", "always", "--restart", "always", busyboxImg, "sh", "-c", loop)
 		e.must(t, "run", "-d", "--name", "always-stopped", "--restart", "always", busyboxImg, "sh", "-c", loop)
+		e.waitReady(t, "always", 1)
+		e.waitReady(t, "always-stopped", 1)
 		e.must(t, "stop", "always-stopped")
 		e.must(t, "run", "-d", "--name", "unless", "--restart", "unless-stopped", busyboxImg, "sh", "-c", loop)
+		e.waitReady(t, "unless", 1)
 		e.must(t, "stop", "unless")
 		e.must(t, "run", "-d", "--name", "plain", busyboxImg, "sh", "-c", "echo plain; sleep 2; exit 4")
 		e.must(t, "run", "-d", "--name", "failing", "--restart", "on-failure", busyboxImg, "sh", "-c", "sleep 2; exit 1")
@@ -594,9 +597,11 @@ func TestEngine(t *testing.T) {
 	})
 
 	t.Run("graceful engine stop", func(t *testing.T) {
-		loop := `trap "exit 0" TERM; while true; do sleep 0.1; done`
+		loop := `trap "exit 0" TERM; echo ready; while true; do sleep 0.1; done`
 		e.must(t, "run", "-d", "--name", "back", "--restart", "unless-stopped", busyboxImg, "sh", "-c", loop)
 		e.must(t, "run", "-d", "--name", "gone", busyboxImg, "sh", "-c", loop)
+		e.waitReady(t, "back", 1)
+		e.waitReady(t, "gone", 1)
 		pid := inspect(t, e, "back", "{{.State.Pid}}")
 		if err := e.stop(); err != nil {
 			t.Fatalf("stopping the agent: %v\n%s", err, e.agentLog())
@@ -643,6 +648,17 @@ func TestEngine(t *testing.T) {
 func inspect(t *testing.T, e *env, name, format string) string {
 	t.Helper()
 	return strings.TrimSpace(e.must(t, "inspect", "--format", format, name))
+}
+
+// waitReady waits until the container's log has said "ready" n times: its
+// shell has set its traps, and a signal now is not lost (a PID 1 ignores
+// the signals it has no handler for).
+func (e *env) waitReady(t *testing.T, name string, n int) {
+	t.Helper()
+	waitFor(t, name+" to set its traps", func() bool {
+		out, _, _ := e.docker(nil, "logs", name)
+		return strings.Count(out, "ready\n") >= n
+	})
 }
 
 // waitFor polls cond for up to 15 s.

@@ -289,12 +289,30 @@ func (e *env) registry(t *testing.T, opts imagetest.RegistryOptions) *imagetest.
 	return imagetest.StartRegistry(t, opts)
 }
 
+// agentLog is the part of the agent's log a failure report needs: its
+// warnings and errors, then its last lines. It stays short so that a CI
+// excerpt of the test output still shows the failing test's own message.
 func (e *env) agentLog() string {
 	b, _ := os.ReadFile(e.logPath)
-	if len(b) > 20000 {
-		b = b[len(b)-20000:]
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	const tail = 15
+	var out []string
+	for _, l := range lines[:max(0, len(lines)-tail)] {
+		if strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
+			out = append(out, l)
+		}
 	}
-	return string(b)
+	if len(out) > 20 {
+		out = append([]string{fmt.Sprintf("[%d earlier warnings]", len(out)-20)}, out[len(out)-20:]...)
+	}
+	out = append(out, "[last lines]")
+	out = append(out, lines[max(0, len(lines)-tail):]...)
+	for i, l := range out {
+		if len(l) > 300 {
+			out[i] = l[:300] + "..."
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 func (e *env) cleanup() {
