@@ -111,7 +111,7 @@ func run(runs int, arch, memory string, cpus int) error {
 		return fmt.Errorf("first start: %v\n%s", err, out)
 	}
 	firstBoot := time.Since(t)
-	berthCmd("stop", "--force", "bench")
+	berthCmd("stop", "bench")
 
 	var floor, berthT []time.Duration
 	for i := 0; i < runs; i++ {
@@ -127,7 +127,7 @@ func run(runs int, arch, memory string, cpus int) error {
 		}
 		berthT = append(berthT, time.Since(t))
 		if i < runs-1 {
-			berthCmd("stop", "--force", "bench")
+			berthCmd("stop", "bench")
 		}
 		fmt.Printf("  run %d: floor %6.2fs   berth %6.2fs\n", i+1, floor[i].Seconds(), berthT[i].Seconds())
 	}

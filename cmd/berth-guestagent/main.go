@@ -133,7 +133,9 @@ func runInit() {
 	rpcReqs := make(chan boot.PowerRequest, 1)
 	eng := new(atomic.Pointer[containerEngine])
 	pw := portwatch.New(portwatch.Config{Log: log.With("component", "portwatch")})
+	booted := make(chan struct{})
 	srv, err := control.New(control.Config{
+		Ready:     booted,
 		Reaper:    sys.Reaper,
 		StateDir:  boot.StateDir,
 		Transport: name,
@@ -157,12 +159,14 @@ func runInit() {
 	if err != nil {
 		fatal(ctx, log, sys, fmt.Errorf("listening on the control port: %w", err))
 	}
-	// Info reports the data disk: serve once it is mounted.
+	// Serve now: the host's connection and first request are read while
+	// the boot finishes, and the answers wait for it (control.Config.Ready).
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(lis) }()
 	if err := sys.Booted(ctx); err != nil {
 		fatal(ctx, log, sys, err)
 	}
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(lis) }()
+	close(booted)
 	log.Info("berth guest agent ready", "transport", name, "port", transport.PortControl,
 		"since kernel start", time.Since(sys.BootTime).Round(time.Millisecond))
 	sys.StartBackground()

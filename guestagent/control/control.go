@@ -63,6 +63,12 @@ type Config struct {
 	// subscription starts, so nothing published meanwhile is lost (it may
 	// arrive twice; port events are idempotent). Nil sends no snapshot.
 	Snapshot func() []*api.Event
+	// Ready, when set, holds every call until it is closed or the call's
+	// context ends. PID 1 serves before its boot is done, so that the
+	// host's connection and its first request are read while the disk
+	// and network come up; the answers wait for them (Info reports the
+	// data disk). Nil serves at once.
+	Ready <-chan struct{}
 	// Log receives the service's log; nil discards it.
 	Log *slog.Logger
 }
@@ -93,9 +99,37 @@ func New(cfg Config) (*Server, error) {
 		cfg.Clock = SystemClock{}
 	}
 	s := &Server{cfg: cfg, log: cfg.Log, broker: NewBroker(defaultEventBuffer)}
-	s.grpc = grpc.NewServer(grpc.StatsHandler(&shutdownTrigger{s: s}))
+	opts := []grpc.ServerOption{grpc.StatsHandler(&shutdownTrigger{s: s})}
+	if cfg.Ready != nil {
+		opts = append(opts, grpc.UnaryInterceptor(s.waitReadyUnary), grpc.StreamInterceptor(s.waitReadyStream))
+	}
+	s.grpc = grpc.NewServer(opts...)
 	api.RegisterAgentServer(s.grpc, s)
 	return s, nil
+}
+
+// waitReady blocks until Config.Ready is closed or ctx ends.
+func (s *Server) waitReady(ctx context.Context) error {
+	select {
+	case <-s.cfg.Ready:
+		return nil
+	case <-ctx.Done():
+		return status.FromContextError(ctx.Err()).Err()
+	}
+}
+
+func (s *Server) waitReadyUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if err := s.waitReady(ctx); err != nil {
+		return nil, err
+	}
+	return h(ctx, req)
+}
+
+func (s *Server) waitReadyStream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	if err := s.waitReady(ss.Context()); err != nil {
+		return err
+	}
+	return h(srv, ss)
 }
 
 // Broker is where events for the Events stream are published.

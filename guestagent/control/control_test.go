@@ -373,6 +373,42 @@ func TestInfo(t *testing.T) {
 	}
 }
 
+// TestReady: with Config.Ready, calls are read at once but answered only
+// once it is closed, and a call whose context ends first says so.
+func TestReady(t *testing.T) {
+	ready := make(chan struct{})
+	env := serve(t, Config{Native: true, Transport: "unix", Ready: ready, Snapshot: func() []*api.Event {
+		return []*api.Event{{Kind: &api.Event_Ports{Ports: &api.PortEvent{Snapshot: true}}}}
+	}})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if _, err := env.client.Info(ctx, &api.InfoRequest{}); status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("Info before Ready: %v, want DeadlineExceeded", err)
+	}
+	sub, err := env.client.Events(context.Background(), &api.EventsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	answered := make(chan error, 1)
+	go func() {
+		_, err := env.client.Info(context.Background(), &api.InfoRequest{})
+		answered <- err
+	}()
+	select {
+	case err := <-answered:
+		t.Fatalf("Info answered before Ready: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(ready)
+	if err := <-answered; err != nil {
+		t.Fatalf("Info after Ready: %v", err)
+	}
+	if ev, err := sub.Recv(); err != nil || !ev.GetPorts().GetSnapshot() {
+		t.Fatalf("Events after Ready: %v %v, want the snapshot", ev, err)
+	}
+}
+
 func TestParseMeminfo(t *testing.T) {
 	tests := []struct {
 		name         string

@@ -117,7 +117,7 @@ func TestArgsGolden(t *testing.T) {
 -fsdev local,id=fs1,path=/srv/a,,b,security_model=none,multidevs=remap,readonly=on
 -device virtio-9p-pci,fsdev=fs1,mount_tag=ro,,tag
 -netdev dgram,id=net0,local.type=unix,local.path=/home/u/.berth/default/qnet.sock,remote.type=unix,remote.path=/home/u/.berth/default/net.sock
--device virtio-net-pci,netdev=net0,mac=52:54:00:aa:bb:cc`,
+-device virtio-net-pci,netdev=net0,romfile=,mac=52:54:00:aa:bb:cc`,
 		},
 		{
 			name: "aarch64 tcg on amd64 (kvm does not apply)",
@@ -220,7 +220,7 @@ func TestArgsGolden(t *testing.T) {
 -fsdev local,id=fs1,path=/srv/a,,b,security_model=none,multidevs=remap,readonly=on
 -device virtio-9p-pci,fsdev=fs1,mount_tag=ro,,tag
 -netdev dgram,id=net0,local.type=unix,local.path=/Users/u/.berth/default/qnet.sock,remote.type=unix,remote.path=/Users/u/.berth/default/net.sock
--device virtio-net-pci,netdev=net0,mac=52:54:00:aa:bb:cc`,
+-device virtio-net-pci,netdev=net0,romfile=,mac=52:54:00:aa:bb:cc`,
 		},
 		{
 			name: "x86_64 whpx on windows with nic",
@@ -262,7 +262,7 @@ func TestArgsGolden(t *testing.T) {
 -device virtserialport,bus=vser0.0,chardev=berth0,name=berth.0
 -device virtio-rng-pci
 -netdev stream,id=net0,server=off,addr.type=unix,addr.path=C:\Users\u\.berth\dev\net.sock
--device virtio-net-pci,netdev=net0`,
+-device virtio-net-pci,netdev=net0,romfile=`,
 		},
 	}
 	for _, tt := range tests {
