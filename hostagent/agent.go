@@ -212,7 +212,9 @@ func (a *Agent) boot(ctx context.Context) error {
 		}
 		return err
 	}
-	a.syncTime(ctx)
+	// The clock is set while the rest comes up: nothing in the guest needs
+	// it before the engine starts, which is later still.
+	go a.syncTime(ctx)
 	closeDocker, err := ServeDockerSocket(ctx, a.inst.Path(instance.DockerSocket), d.Transport(), a.dockerReady, a.log)
 	if err != nil {
 		a.mu.Lock()

@@ -137,6 +137,10 @@ func Last(path string) (*Event, error) {
 	return last, sc.Err()
 }
 
+// followPoll is how often Follow looks for new events. A read of a small
+// file costs next to nothing, and the wait shows in every "berth start".
+const followPoll = 10 * time.Millisecond
+
 // Follow reads events appended to path from offset on and calls fn for
 // each, until fn returns false, ctx ends, or an error occurs. It polls, so
 // it works on every OS and on any filesystem.
@@ -152,7 +156,7 @@ func Follow(ctx context.Context, path string, offset int64, fn func(Event) bool)
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
-			case <-time.After(50 * time.Millisecond):
+			case <-time.After(followPoll):
 			}
 		}
 	}
@@ -182,7 +186,7 @@ func Follow(ctx context.Context, path string, offset int64, fn func(Event) bool)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(followPoll):
 		}
 	}
 }

@@ -65,7 +65,7 @@ func TestArgsGolden(t *testing.T) {
 -nographic
 -machine q35,smm=off,vmport=off
 -accel tcg,thread=multi,tb-size=256
--cpu max
+-cpu max,-erms,-fsrm
 -smp 2
 -m 2048
 -kernel /usr/share/berth/guest/kernel
