@@ -188,6 +188,10 @@ func TestLifecycle(t *testing.T) {
 		t.Fatalf("exit code did not propagate: got %d, want 7", code)
 	}
 	e.fails(127, "no such file", "exec", "default", "--", "/no/such/command")
+	// Huge pages only where asked for: the guest agent stays small.
+	if out := e.must("exec", "default", "--", "cat", "/sys/kernel/mm/transparent_hugepage/enabled"); !strings.Contains(out, "[madvise]") {
+		t.Errorf("transparent huge pages: %q, want madvise", out)
+	}
 
 	marker := fmt.Sprintf("berth-e2e-%d", time.Now().UnixNano())
 	e.must("exec", "default", "--", "sh", "-c", "echo "+marker+" > /var/lib/berth/marker && sync")
