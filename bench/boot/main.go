@@ -4,10 +4,12 @@
 // that powers off at once. It also reports the guest agent's idle RSS and
 // the guest's used memory after boot.
 //
-// Two reference floors boot in the same run: the same init written in Go,
-// and a Go init that links gRPC and the control API. They are not the
-// goal's peer; they show how much of berth's overhead any Go agent that
-// answers over gRPC pays before its main function runs.
+// Three reference floors boot in the same run: the same init written in
+// Go; a Go init that links gRPC and the control API; and a C init that
+// loads the kernel modules berth loads before it answers and mounts an
+// ext4 data disk. They are not the goal's peer. They show what any agent
+// pays, under the same QEMU settings, for the Go runtime, for gRPC's
+// packages, and for the modules of Debian's kernel and the disk.
 //
 //	go run ./bench/boot [-runs 5] [-arch x86_64]
 //
@@ -18,16 +20,23 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/cavaliergopher/cpio"
+
+	"github.com/berthvm/berth/guestagent/boot/kmod"
 	"github.com/berthvm/berth/hostagent"
 	"github.com/berthvm/berth/hostagent/instance"
 	"github.com/berthvm/berth/kernel"
@@ -70,7 +79,7 @@ func run(runs int, arch, memory string, cpus int) error {
 	if _, err := os.Stat(berth); err != nil {
 		return fmt.Errorf("%s is missing: run \"make build guest\"", berth)
 	}
-	kern, _, err := kernel.Find(arch)
+	kern, berthInitrd, err := kernel.Find(arch)
 	if err != nil {
 		return err
 	}
@@ -99,6 +108,11 @@ func run(runs int, arch, memory string, cpus int) error {
 		}
 		refs = append(refs, refFloor{name: r.name, initrd: initrd})
 	}
+	modInitrd, err := buildModFloor(root, work, arch, berthInitrd)
+	if err != nil {
+		return err
+	}
+	refs = append(refs, refFloor{name: "C init loading modules", initrd: modInitrd, disk: true})
 
 	// The instance both sides boot with: berth through its CLI, the floor
 	// through the same QEMU command line with the floor's initrd.
@@ -131,14 +145,14 @@ func run(runs int, arch, memory string, cpus int) error {
 
 	var floor, berthT []time.Duration
 	for i := 0; i < runs; i++ {
-		d, err := bootFloor(work, inst, cfg, kern, floorInitrd)
+		d, err := bootFloor(work, inst, cfg, kern, floorInitrd, false)
 		if err != nil {
 			return err
 		}
 		floor = append(floor, d)
 		line := fmt.Sprintf("  run %d: floor %6.2fs", i+1, d.Seconds())
 		for j := range refs {
-			d, err := bootFloor(work, inst, cfg, kern, refs[j].initrd)
+			d, err := bootFloor(work, inst, cfg, kern, refs[j].initrd, refs[j].disk)
 			if err != nil {
 				return fmt.Errorf("%s: %w", refs[j].name, err)
 			}
@@ -218,7 +232,11 @@ func packFloor(work, bin, name string) (string, error) {
 			return "", step
 		}
 	}
-	path := filepath.Join(work, name)
+	return writeInitrd(a, filepath.Join(work, name))
+}
+
+// writeInitrd writes a as an uncompressed initrd at path.
+func writeInitrd(a *initramfs.Archive, path string) (string, error) {
 	f, err := os.Create(path)
 	if err != nil {
 		return "", err
@@ -234,6 +252,7 @@ func packFloor(work, bin, name string) (string, error) {
 type refFloor struct {
 	name   string
 	initrd string
+	disk   bool // boots with an ext4 data disk, which it mounts
 	times  []time.Duration
 }
 
@@ -254,9 +273,146 @@ func buildGoFloor(root, work, arch, pkg string) (string, error) {
 	return packFloor(work, bin, filepath.Base(pkg)+".cpio")
 }
 
+// buildModFloor packs modinit.c with the kernel modules berth loads before
+// its agent answers (kmod.Core and virtio_net, with their dependencies),
+// taken from berth's own initrd, in the order of its module list.
+func buildModFloor(root, work, arch, berthInitrd string) (string, error) {
+	cc := "gcc"
+	if arch == "aarch64" && goarch() != "arm64" {
+		cc = "aarch64-linux-gnu-gcc"
+	}
+	bin := filepath.Join(work, "modinit")
+	out, err := exec.Command(cc, "-static", "-O2", "-o", bin, filepath.Join(root, "bench", "boot", "floor", "modinit.c")).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("compiling the module floor's init with %s: %v\n%s", cc, err, out)
+	}
+	f, err := os.Open(berthInitrd)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	var list []byte
+	files := map[string][]byte{} // lib/modules/<release>/... -> content
+	r := cpio.NewReader(f)
+	for {
+		h, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return "", fmt.Errorf("reading %s: %w", berthInitrd, err)
+		}
+		name := strings.TrimPrefix(h.Name, "/")
+		switch {
+		case name == strings.TrimPrefix(kmod.ListPath, "/"):
+			list, err = io.ReadAll(r)
+		case strings.HasPrefix(name, "lib/modules/") && strings.HasSuffix(name, ".ko"):
+			files[name], err = io.ReadAll(r)
+		}
+		if err != nil {
+			return "", err
+		}
+	}
+	var release string
+	for name := range files {
+		release = strings.SplitN(name, "/", 4)[2]
+		break
+	}
+	if list == nil || release == "" {
+		return "", fmt.Errorf("%s holds no module list or modules", berthInitrd)
+	}
+	// Two lists, loaded at once: ext4's chain, and the rest.
+	disk, err := moduleClosure(string(list), []string{"ext4"})
+	if err != nil {
+		return "", err
+	}
+	all, err := moduleClosure(string(list), append(slices.Clone(kmod.Core), "virtio_net"))
+	if err != nil {
+		return "", err
+	}
+	rest := slices.DeleteFunc(all, func(m string) bool { return slices.Contains(disk, m) })
+	a := initramfs.New()
+	for _, step := range []error{a.AddDir("/dev", 0o755), a.AddCharDev("/dev/console", 0o600, 5, 1), a.AddDir("/mnt", 0o755)} {
+		if step != nil {
+			return "", step
+		}
+	}
+	for i, mods := range [][]string{disk, rest} {
+		var paths strings.Builder
+		for _, m := range mods {
+			p := path.Join("lib/modules", release, m)
+			data, ok := files[p]
+			if !ok {
+				return "", fmt.Errorf("%s: %s is listed but missing", berthInitrd, p)
+			}
+			if err := a.AddBytes("/"+p, 0o644, data); err != nil {
+				return "", err
+			}
+			paths.WriteString("/" + p + "\n")
+		}
+		if err := a.AddBytes(fmt.Sprintf("/modules.%d", i), 0o644, []byte(paths.String())); err != nil {
+			return "", err
+		}
+	}
+	if err := a.AddFile("/init", 0o755, bin); err != nil {
+		return "", err
+	}
+	return writeInitrd(a, filepath.Join(work, "modfloor.cpio"))
+}
+
+// moduleClosure returns the modules of a module list (see kmod.ListPath)
+// that the named ones need, themselves included, in the list's order.
+func moduleClosure(list string, names []string) ([]string, error) {
+	var order []string
+	deps := map[string][]string{}
+	byName := map[string]string{}
+	prev := ""
+	for _, line := range strings.Split(list, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		file, after, explicit := strings.Cut(line, ":")
+		file = strings.TrimSpace(file)
+		if explicit {
+			deps[file] = strings.Fields(after)
+		} else if prev != "" {
+			deps[file] = []string{prev}
+		}
+		order = append(order, file)
+		byName[strings.ReplaceAll(strings.TrimSuffix(path.Base(file), ".ko"), "-", "_")] = file
+		prev = file
+	}
+	need := map[string]bool{}
+	var visit func(string)
+	visit = func(f string) {
+		if need[f] {
+			return
+		}
+		need[f] = true
+		for _, d := range deps[f] {
+			visit(d)
+		}
+	}
+	for _, n := range names {
+		f, ok := byName[n]
+		if !ok {
+			return nil, fmt.Errorf("module %s is not in the guest bundle's list", n)
+		}
+		visit(f)
+	}
+	var out []string
+	for _, f := range order {
+		if need[f] {
+			out = append(out, f)
+		}
+	}
+	return out, nil
+}
+
 // bootFloor runs QEMU with berth's command line and the floor initrd until
 // the floor init powers it off.
-func bootFloor(work string, inst *instance.Instance, cfg *instance.Config, kern, floorInitrd string) (time.Duration, error) {
+func bootFloor(work string, inst *instance.Instance, cfg *instance.Config, kern, floorInitrd string, ext4 bool) (time.Duration, error) {
 	dir, err := os.MkdirTemp(work, "f")
 	if err != nil {
 		return 0, err
@@ -271,6 +427,11 @@ func bootFloor(work string, inst *instance.Instance, cfg *instance.Config, kern,
 	vcfg.NetSocket = filepath.Join(dir, "net.sock")
 	if err := vm.CreateDataDisk(vcfg.DataDisk, 1<<30); err != nil {
 		return 0, err
+	}
+	if ext4 {
+		if out, err := exec.Command("mkfs.ext4", "-q", "-F", vcfg.DataDisk).CombinedOutput(); err != nil {
+			return 0, fmt.Errorf("formatting the floor's data disk: %v\n%s", err, out)
+		}
 	}
 	args, err := qemu.Args(vcfg, qemu.DetectHost())
 	if err != nil {
@@ -296,6 +457,9 @@ func bootFloor(work string, inst *instance.Instance, cfg *instance.Config, kern,
 	serial, _ := os.ReadFile(vcfg.SerialLog)
 	if !bytes.Contains(serial, []byte("reboot: Power down")) {
 		return 0, fmt.Errorf("the floor VM exited without powering down; its console:\n%s", serial)
+	}
+	if ext4 && !bytes.Contains(serial, []byte("floor: data disk mounted")) {
+		return 0, fmt.Errorf("the floor VM did not mount its data disk; its console:\n%s", serial)
 	}
 	return d, nil
 }
