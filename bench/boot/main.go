@@ -29,13 +29,13 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/cavaliergopher/cpio"
 
+	"github.com/berthvm/berth/bench/internal/benchutil"
 	"github.com/berthvm/berth/guestagent/boot/kmod"
 	"github.com/berthvm/berth/hostagent"
 	"github.com/berthvm/berth/hostagent/instance"
@@ -57,21 +57,8 @@ func main() {
 	}
 }
 
-func repoRoot() (string, error) {
-	wd, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for d := wd; d != "/"; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return d, nil
-		}
-	}
-	return "", fmt.Errorf("not inside the berth source tree")
-}
-
 func run(runs int, arch, memory string, cpus int) error {
-	root, err := repoRoot()
+	root, err := benchutil.RepoRoot()
 	if err != nil {
 		return err
 	}
@@ -177,7 +164,7 @@ func run(runs int, arch, memory string, cpus int) error {
 	meminfo, _ := berthCmd("exec", "bench", "--", "cat", "/proc/meminfo")
 	berthCmd("stop", "bench")
 
-	fm, bm := median(floor), median(berthT)
+	fm, bm := benchutil.Median(floor), benchutil.Median(berthT)
 	rss := field(status, "VmRSS")
 	total, avail := field(meminfo, "MemTotal"), field(meminfo, "MemAvailable")
 	fmt.Println()
@@ -187,7 +174,7 @@ func run(runs int, arch, memory string, cpus int) error {
 	fmt.Printf("%-42s %9.2fs   (goal: at most 0.5s)\n", "berth overhead over the floor", (bm - fm).Seconds())
 	fmt.Printf("%-42s %9.2fx   (goal: at most 1.2x)\n", "ratio berth / floor", bm.Seconds()/fm.Seconds())
 	for _, r := range refs {
-		rm := median(r.times)
+		rm := benchutil.Median(r.times)
 		fmt.Printf("%-42s %9.2fs   (+%.2fs over the floor; berth is +%.2fs over it)\n",
 			"reference: "+r.name+" (median)", rm.Seconds(), (rm - fm).Seconds(), (bm - rm).Seconds())
 	}
@@ -462,12 +449,6 @@ func bootFloor(work string, inst *instance.Instance, cfg *instance.Config, kern,
 		return 0, fmt.Errorf("the floor VM did not mount its data disk; its console:\n%s", serial)
 	}
 	return d, nil
-}
-
-func median(ds []time.Duration) time.Duration {
-	s := append([]time.Duration(nil), ds...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	return s[len(s)/2]
 }
 
 // field reads "Name:   123 kB" from /proc-style text, in kB.

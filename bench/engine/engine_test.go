@@ -29,7 +29,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -39,6 +38,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/berthvm/berth/bench/internal/benchutil"
 	"github.com/berthvm/berth/images/imagetest"
 )
 
@@ -162,7 +162,7 @@ func BenchmarkEngine(b *testing.B) {
 			e.docker(context.Background(), "image", "prune", "-af")
 			ds = append(ds, e.timed(b, "pull", "-q", big))
 		}
-		return median(ds).Seconds()
+		return benchutil.Median(ds).Seconds()
 	})
 	for _, e := range engines {
 		e.must(b, "pull", "-q", small)
@@ -173,7 +173,7 @@ func BenchmarkEngine(b *testing.B) {
 		for i := 0; i < *runs; i++ {
 			ds = append(ds, e.timed(b, "run", "--rm", small, "true"))
 		}
-		return median(ds).Seconds()
+		return benchutil.Median(ds).Seconds()
 	})
 	add("idle RSS (no containers)", "MiB", "berth < 30 MiB", func(e *engineUnderTest) float64 {
 		time.Sleep(5 * time.Second) // both engines settle after the work above
@@ -190,7 +190,7 @@ func BenchmarkEngine(b *testing.B) {
 		if out := e.must(b, "ps", "-aq"); strings.Count(out, "\n") < *many {
 			b.Fatalf("%s lists %d containers, want %d", e.name, strings.Count(out, "\n"), *many)
 		}
-		return median(ds).Seconds()
+		return benchutil.Median(ds).Seconds()
 	})
 	// The CLI's own start-up (the same for both) is most of the figure
 	// above; this is the engine's part alone.
@@ -200,7 +200,7 @@ func BenchmarkEngine(b *testing.B) {
 			ds = append(ds, e.apiGet(b, "/v1.41/containers/json?all=1", *many))
 		}
 		e.must(b, "container", "prune", "-f")
-		return float64(median(ds).Microseconds()) / 1000
+		return float64(benchutil.Median(ds).Microseconds()) / 1000
 	})
 
 	fmt.Printf("\n%-58s %10s %10s %8s   %s\n", "measure", "berth", "dockerd", "ratio", "goal")
@@ -259,11 +259,6 @@ func compressedSize(b *testing.B, img v1.Image) int64 {
 	return n
 }
 
-func median(ds []time.Duration) time.Duration {
-	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
-	return ds[len(ds)/2]
-}
-
 // rssKiB sums VmRSS over the processes.
 func rssKiB(pids []int) int {
 	total := 0
@@ -318,17 +313,11 @@ func children(pid int, names ...string) []int {
 }
 
 func repoRoot(b *testing.B) string {
-	wd, err := os.Getwd()
+	root, err := benchutil.RepoRoot()
 	if err != nil {
 		b.Fatal(err)
 	}
-	for d := wd; d != "/"; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return d
-		}
-	}
-	b.Fatal("not inside the berth source tree")
-	return ""
+	return root
 }
 
 // startBerth builds the guest agent and serves it in native mode.

@@ -37,6 +37,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/berthvm/berth/bench/internal/benchutil"
 	"github.com/berthvm/berth/forwarding/portfwd"
 	"github.com/berthvm/berth/forwarding/transport"
 	"github.com/berthvm/berth/hostagent"
@@ -375,32 +376,11 @@ func setup(target string, n int) ([]time.Duration, error) {
 	return out, nil
 }
 
-func pct(ds []time.Duration, p float64) time.Duration {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	i := int(float64(len(s)-1) * p)
-	return s[i]
-}
-
 func printSetup(n int, base, fw []time.Duration, baseName string) {
 	fmt.Printf("  connect+echo+close, %d connections:\n", n)
-	fmt.Printf("    %-10s p50 %9v   p99 %9v\n", baseName, pct(base, .5).Round(time.Microsecond), pct(base, .99).Round(time.Microsecond))
-	fmt.Printf("    %-10s p50 %9v   p99 %9v   (p50 %.1fx)\n", "forwarded", pct(fw, .5).Round(time.Microsecond), pct(fw, .99).Round(time.Microsecond),
-		pct(fw, .5).Seconds()/pct(base, .5).Seconds())
-}
-
-// repoRoot is the berth source tree around the working directory.
-func repoRoot() (string, error) {
-	wd, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for d := wd; d != "/"; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return d, nil
-		}
-	}
-	return "", errors.New("not inside the berth source tree")
+	fmt.Printf("    %-10s p50 %9v   p99 %9v\n", baseName, benchutil.Percentile(base, .5).Round(time.Microsecond), benchutil.Percentile(base, .99).Round(time.Microsecond))
+	fmt.Printf("    %-10s p50 %9v   p99 %9v   (p50 %.1fx)\n", "forwarded", benchutil.Percentile(fw, .5).Round(time.Microsecond), benchutil.Percentile(fw, .99).Round(time.Microsecond),
+		benchutil.Percentile(fw, .5).Seconds()/benchutil.Percentile(base, .5).Seconds())
 }
 
 // dockerGets times n GETs of /containers/json, each on a new connection
@@ -436,7 +416,7 @@ func dockerNative(agent string, n int) error {
 		return errors.New("the native guest agent needs root")
 	}
 	if agent == "" {
-		root, err := repoRoot()
+		root, err := benchutil.RepoRoot()
 		if err != nil {
 			return err
 		}
@@ -512,9 +492,9 @@ func dockerNative(agent string, n int) error {
 	}
 	fmt.Println("docker API (native guest agent): GET /containers/json, a new connection each, as \"docker ps\"")
 	fmt.Printf("  %d requests:\n", n)
-	fmt.Printf("    %-12s p50 %9v   p99 %9v\n", "guest socket", pct(direct, .5).Round(time.Microsecond), pct(direct, .99).Round(time.Microsecond))
-	fmt.Printf("    %-12s p50 %9v   p99 %9v   (p50 %.2fx)\n", "host socket", pct(fw, .5).Round(time.Microsecond), pct(fw, .99).Round(time.Microsecond),
-		pct(fw, .5).Seconds()/pct(direct, .5).Seconds())
+	fmt.Printf("    %-12s p50 %9v   p99 %9v\n", "guest socket", benchutil.Percentile(direct, .5).Round(time.Microsecond), benchutil.Percentile(direct, .99).Round(time.Microsecond))
+	fmt.Printf("    %-12s p50 %9v   p99 %9v   (p50 %.2fx)\n", "host socket", benchutil.Percentile(fw, .5).Round(time.Microsecond), benchutil.Percentile(fw, .99).Round(time.Microsecond),
+		benchutil.Percentile(fw, .5).Seconds()/benchutil.Percentile(direct, .5).Seconds())
 	if docker, err := exec.LookPath("docker"); err == nil {
 		cli := func(p string) (time.Duration, error) {
 			return best(5, func() (time.Duration, error) {
@@ -540,7 +520,7 @@ func dockerNative(agent string, n int) error {
 // transport: services run in the VM (busybox nc), and the VM's own port
 // watcher makes their forwards.
 func vm(size int64, conns int) error {
-	root, err := repoRoot()
+	root, err := benchutil.RepoRoot()
 	if err != nil {
 		return err
 	}
@@ -661,6 +641,6 @@ nc -ll -p %d -e cat >/dev/null 2>&1 &`, sink, source, size, echo)
 		return err
 	}
 	fmt.Printf("  docker API through the host socket, GET /containers/json, %d requests: p50 %v   p99 %v\n",
-		len(gets), pct(gets, .5).Round(time.Microsecond), pct(gets, .99).Round(time.Microsecond))
+		len(gets), benchutil.Percentile(gets, .5).Round(time.Microsecond), benchutil.Percentile(gets, .99).Round(time.Microsecond))
 	return nil
 }
