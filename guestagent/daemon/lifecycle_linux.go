@@ -261,11 +261,7 @@ func (d *Daemon) pauseLocked(ctx context.Context, c *ctr) error {
 	if err := sc.Pause(ctx); err != nil {
 		return fmt.Errorf("pausing container %s: %w", c.id, err)
 	}
-	c.mu.Lock()
-	c.rec.State.Paused = true
-	c.saveLocked()
-	c.mu.Unlock()
-	d.publish(c, events.ActionPause, nil)
+	d.setPaused(c, true)
 	return nil
 }
 
@@ -291,12 +287,22 @@ func (d *Daemon) unpauseLocked(ctx context.Context, c *ctr) error {
 	if err := sc.Resume(ctx); err != nil {
 		return fmt.Errorf("unpausing container %s: %w", c.id, err)
 	}
+	d.setPaused(c, false)
+	return nil
+}
+
+// setPaused records that the container's processes were just frozen or
+// thawed, and says so in the event stream.
+func (d *Daemon) setPaused(c *ctr, paused bool) {
 	c.mu.Lock()
-	c.rec.State.Paused = false
+	c.rec.State.Paused = paused
 	c.saveLocked()
 	c.mu.Unlock()
-	d.publish(c, events.ActionUnPause, nil)
-	return nil
+	action := events.ActionUnPause
+	if paused {
+		action = events.ActionPause
+	}
+	d.publish(c, action, nil)
 }
 
 // Wait delivers the container's exit status once cond holds.
