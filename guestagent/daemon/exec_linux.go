@@ -122,7 +122,7 @@ func (d *Daemon) ExecStart(ctx context.Context, execID string, opts engine.ExecS
 	}
 	hostname := rec.Config.Hostname
 	if hostname == "" {
-		hostname = shortID(c.id)
+		hostname = engine.ShortID(c.id)
 	}
 	env := mergeEnv([]string{defaultPath, "HOSTNAME=" + hostname}, rec.Config.Env)
 	tty := cfg.Tty || opts.Tty

@@ -48,7 +48,7 @@ func (d *Daemon) connectPending(ctx context.Context, c *ctr, sc shim.Container) 
 			select {
 			case <-ready:
 			case <-time.After(5 * time.Second):
-				d.log.Warn("an attach did not register in time", "container", shortID(c.id))
+				d.log.Warn("an attach did not register in time", "container", engine.ShortID(c.id))
 			case <-ctx.Done():
 			}
 		}()

@@ -8,6 +8,7 @@ import (
 
 	"github.com/moby/moby/api/types/events"
 
+	"github.com/berthvm/berth/guestagent/engine"
 	"github.com/berthvm/berth/guestagent/shim"
 )
 
@@ -94,7 +95,7 @@ func (d *Daemon) handleExit(c *ctr, sc shim.Container, exit shim.Exit) {
 	c.exitCh = make(chan struct{})
 	c.mu.Unlock()
 
-	d.log.Info("container exited", "container", shortID(c.id), "code", exit.Code, "oom", exit.OOMKilled, "error", exit.Error)
+	d.log.Info("container exited", "container", engine.ShortID(c.id), "code", exit.Code, "oom", exit.OOMKilled, "error", exit.Error)
 	if exit.OOMKilled {
 		d.publish(c, events.ActionOOM, nil)
 	}

@@ -85,15 +85,6 @@ func randomName(taken func(string) bool) string {
 	}
 }
 
-// shortID is the 12-character form of an ID.
-func shortID(id string) string {
-	id = strings.TrimPrefix(id, "sha256:")
-	if len(id) > 12 {
-		return id[:12]
-	}
-	return id
-}
-
 // isHexPrefix reports whether s could be (a prefix of) an ID.
 func isHexPrefix(s string) bool {
 	if s == "" || len(s) > 64 {

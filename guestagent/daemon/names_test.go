@@ -55,12 +55,3 @@ func TestRandomName(t *testing.T) {
 		t.Errorf("retried name %q has no digit", n)
 	}
 }
-
-func TestShortID(t *testing.T) {
-	if s := shortID("sha256:0123456789abcdef"); s != "0123456789ab" {
-		t.Errorf("shortID = %q", s)
-	}
-	if s := shortID("abc"); s != "abc" {
-		t.Errorf("shortID = %q", s)
-	}
-}

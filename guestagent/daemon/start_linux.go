@@ -138,7 +138,7 @@ func (d *Daemon) startLocked(reqCtx context.Context, c *ctr) (retErr error) {
 
 	hostname := cfg.Hostname
 	if hostname == "" {
-		hostname = shortID(c.id)
+		hostname = engine.ShortID(c.id)
 	}
 	mode, err := networkMode(hc.NetworkMode)
 	if err != nil {
@@ -238,7 +238,7 @@ func (d *Daemon) startLocked(reqCtx context.Context, c *ctr) (retErr error) {
 		return startError(err)
 	}
 	for _, w := range shim.Warnings(sc) {
-		d.log.Warn("container limit not applied", "container", shortID(c.id), "warning", w)
+		d.log.Warn("container limit not applied", "container", engine.ShortID(c.id), "warning", w)
 	}
 	abort := func(err error) error {
 		if derr := sc.Delete(context.WithoutCancel(ctx)); derr != nil {

@@ -278,7 +278,7 @@ func (s *Server) imageDelete(w http.ResponseWriter, r *http.Request) {
 		// running container. (By reference, -f untags it; the image stays
 		// for the container.)
 		if cid := s.runningUser(ctx, img.ID); cid != "" {
-			s.writeError(w, r, conflictf("conflict: unable to delete %s (cannot be forced) - image is being used by running container %s", shortImageID(img.ID), shortImageID(cid)))
+			s.writeError(w, r, conflictf("conflict: unable to delete %s (cannot be forced) - image is being used by running container %s", engine.ShortID(img.ID), engine.ShortID(cid)))
 			return
 		}
 	}
@@ -322,16 +322,6 @@ func (s *Server) runningUser(ctx context.Context, id string) string {
 // of it), not by a reference.
 func isIDPrefix(name, id string) bool {
 	return strings.HasPrefix(id, name) || strings.HasPrefix(strings.TrimPrefix(id, "sha256:"), name)
-}
-
-// shortImageID is the 12-character form of an ID, with or without its
-// "sha256:" prefix.
-func shortImageID(id string) string {
-	id = strings.TrimPrefix(id, "sha256:")
-	if len(id) > 12 {
-		id = id[:12]
-	}
-	return id
 }
 
 // imagePrune serves POST /images/prune.
