@@ -195,16 +195,25 @@ func accelName(arch string) string {
 // buildFloor compiles the trivial init and packs it as an initrd with just
 // /init and /dev/console.
 func buildFloor(root, work, arch string) (string, error) {
+	bin, err := compileInit(root, work, arch, "init.c")
+	if err != nil {
+		return "", err
+	}
+	return packFloor(work, bin, "floor.cpio")
+}
+
+// compileInit builds bench/boot/floor/SRC static for arch into work.
+func compileInit(root, work, arch, src string) (string, error) {
 	cc := "gcc"
 	if arch == "aarch64" && goarch() != "arm64" {
 		cc = "aarch64-linux-gnu-gcc"
 	}
-	bin := filepath.Join(work, "floorinit")
-	out, err := exec.Command(cc, "-static", "-O2", "-o", bin, filepath.Join(root, "bench", "boot", "floor", "init.c")).CombinedOutput()
+	bin := filepath.Join(work, strings.TrimSuffix(src, ".c"))
+	out, err := exec.Command(cc, "-static", "-O2", "-o", bin, filepath.Join(root, "bench", "boot", "floor", src)).CombinedOutput()
 	if err != nil {
-		return "", fmt.Errorf("compiling the floor init with %s: %v\n%s", cc, err, out)
+		return "", fmt.Errorf("compiling %s with %s: %v\n%s", src, cc, err, out)
 	}
-	return packFloor(work, bin, "floor.cpio")
+	return bin, nil
 }
 
 // packFloor packs bin as an initrd with just /init and /dev/console.
@@ -264,14 +273,9 @@ func buildGoFloor(root, work, arch, pkg string) (string, error) {
 // its agent answers (kmod.Core and virtio_net, with their dependencies),
 // taken from berth's own initrd, in the order of its module list.
 func buildModFloor(root, work, arch, berthInitrd string) (string, error) {
-	cc := "gcc"
-	if arch == "aarch64" && goarch() != "arm64" {
-		cc = "aarch64-linux-gnu-gcc"
-	}
-	bin := filepath.Join(work, "modinit")
-	out, err := exec.Command(cc, "-static", "-O2", "-o", bin, filepath.Join(root, "bench", "boot", "floor", "modinit.c")).CombinedOutput()
+	bin, err := compileInit(root, work, arch, "modinit.c")
 	if err != nil {
-		return "", fmt.Errorf("compiling the module floor's init with %s: %v\n%s", cc, err, out)
+		return "", err
 	}
 	f, err := os.Open(berthInitrd)
 	if err != nil {
