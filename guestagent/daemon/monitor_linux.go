@@ -91,7 +91,7 @@ func (d *Daemon) handleExit(c *ctr, sc shim.Container, exit shim.Exit) {
 	if err := c.saveLocked(); err != nil {
 		d.log.Error("saving container state", "container", c.id, "err", err)
 	}
-	close(c.exitCh)
+	exited := c.exitCh
 	c.exitCh = make(chan struct{})
 	c.mu.Unlock()
 
@@ -103,6 +103,9 @@ func (d *Daemon) handleExit(c *ctr, sc shim.Container, exit shim.Exit) {
 		"exitCode":     strconv.Itoa(exit.Code),
 		"execDuration": strconv.Itoa(int(ran.Seconds())),
 	})
+	// Whoever waited for this exit (stop, restart) goes on only now, so
+	// that its own event (stop) follows die, as with dockerd.
+	close(exited)
 	switch {
 	case autoRemove:
 		if err := d.removeStopped(c, true); err != nil {
