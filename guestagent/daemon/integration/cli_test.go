@@ -240,8 +240,14 @@ func TestEngine(t *testing.T) {
 	t.Run("top stats", func(t *testing.T) {
 		e.must(t, "run", "-d", "--name", "tp", busyboxImg, "sleep", "60")
 		defer e.must(t, "rm", "-f", "tp")
-		out := e.must(t, "top", "tp")
-		if !strings.Contains(out, "UID") || !strings.Contains(out, "sleep 60") {
+		// run -d returns once the container has started; its process may
+		// still be in execve, with no command line to show yet.
+		var out string
+		waitFor(t, "sleep in docker top", func() bool {
+			out = e.must(t, "top", "tp")
+			return strings.Contains(out, "sleep 60")
+		})
+		if !strings.Contains(out, "UID") {
 			t.Errorf("top: %q", out)
 		}
 		if out := e.must(t, "top", "tp", "aux"); !strings.Contains(out, "%CPU") || !strings.Contains(out, "sleep 60") {
