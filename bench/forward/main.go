@@ -10,8 +10,11 @@
 //     guest's socket directly (GET /containers/json on a new connection,
 //     as "docker ps" does).
 //
-// Native mode runs the guest side in this process over the unix transport.
-// The docker comparison runs the native guest agent (-agent) in a private
+// Native mode runs the forwarder over the unix transport twice: with both
+// of its sides in this process, then with the host side and the guest
+// side each in a child process (this program with -role), as the host
+// agent and the guest agent run it. The second is the faithful one; the
+// clients and services are this process's in both. The docker comparison runs the native guest agent (-agent) in a private
 // network namespace. With -vm it also boots an instance with out/bin/berth
 // (QEMU; TCG here) and measures through the real serial transport.
 //
@@ -19,6 +22,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -51,7 +55,17 @@ func main() {
 	vmSize := flag.String("vm-size", "", "bytes per throughput run through the VM (default -size)")
 	agent := flag.String("agent", "", "native guest agent for the Docker API comparison (default out/build/<arch>/berth-guestagent)")
 	buf := flag.String("buf", "32KiB", "read and write size of the benchmark's own clients and services")
+	role := flag.String("role", "", "internal: serve one side of the forwarder (guest or host) for the bench")
+	roleDir := flag.String("dir", "", "internal: the unix transport's directory, with -role")
+	rolePorts := flag.String("ports", "", "internal: HOSTPORT:GUESTPORT,... to forward, with -role host")
 	flag.Parse()
+	if *role != "" {
+		if err := serveRole(*role, *roleDir, *rolePorts); err != nil {
+			fmt.Fprintln(os.Stderr, "forward bench:", *role, "side:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	b, err := instance.ParseSize(*buf)
 	if err != nil || b < 1 {
 		fmt.Fprintln(os.Stderr, "forward bench: -buf:", err)
@@ -93,48 +107,177 @@ func run(sizeFlag, vmSizeFlag string, conns int, vmMode bool, agent string) erro
 	return nil
 }
 
-// native measures the forwarder with the guest side in this process over
-// the unix transport.
+// native measures the forwarder over the unix transport, twice: with both
+// of its sides in this process, and with each side in a process of its
+// own, as the host agent and the guest agent run it. The clients and the
+// services are this process's in both.
 func native(size int64, conns int) error {
-	dir, err := os.MkdirTemp("", "bfwd")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	tl, err := transport.NewUnixListener(dir)
-	if err != nil {
-		return err
-	}
-	defer tl.Close()
-	gl, err := tl.ListenPort(transport.PortForward)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go portfwd.ServeGuest(ctx, gl, nil)
-
 	svc, err := startServices()
 	if err != nil {
 		return err
 	}
 	defer svc.close()
+	targets := map[string]int{"sink": svc.sink, "source": svc.source, "echo": svc.echo}
+
+	fwd, stop, err := inProcessForwarder(targets)
+	if err != nil {
+		return err
+	}
+	fmt.Println("native: unix transport, both sides of the forwarder in the bench's process")
+	err = measureNative(svc, fwd, size, conns)
+	stop()
+	if err != nil {
+		return err
+	}
+
+	fwd, stop, err = processForwarder(targets)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	fmt.Println("native: unix transport, the host side and the guest side each in a process of its own")
+	return measureNative(svc, fwd, size, conns)
+}
+
+// inProcessForwarder forwards a fresh host port to each target through
+// the unix transport, with both sides in this process. It returns the
+// forwarded addresses by target name.
+func inProcessForwarder(targets map[string]int) (map[string]string, func(), error) {
+	dir, err := os.MkdirTemp("", "bfwd")
+	if err != nil {
+		return nil, nil, err
+	}
+	tl, err := transport.NewUnixListener(dir)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, nil, err
+	}
+	gl, err := tl.ListenPort(transport.PortForward)
+	if err != nil {
+		tl.Close()
+		os.RemoveAll(dir)
+		return nil, nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go portfwd.ServeGuest(ctx, gl, nil)
 	f := portfwd.NewForwarder(transport.NewUnixDialer(dir), portfwd.Options{Log: slog.New(slog.DiscardHandler)})
-	defer f.Close()
+	stop := func() {
+		f.Close()
+		cancel()
+		tl.Close()
+		os.RemoveAll(dir)
+	}
 	fwd := map[string]string{}
-	for name, port := range map[string]int{"sink": svc.sink, "source": svc.source, "echo": svc.echo} {
+	for name, port := range targets {
 		hp, err := freePort()
-		if err != nil {
-			return err
+		if err == nil {
+			err = f.Add(portfwd.Port{Proto: portfwd.TCP, HostIP: "127.0.0.1", HostPort: uint16(hp), GuestIP: "127.0.0.1", GuestPort: uint16(port)})
 		}
-		p := portfwd.Port{Proto: portfwd.TCP, HostIP: "127.0.0.1", HostPort: uint16(hp), GuestIP: "127.0.0.1", GuestPort: uint16(port)}
-		if err := f.Add(p); err != nil {
-			return err
+		if err != nil {
+			stop()
+			return nil, nil, err
 		}
 		fwd[name] = addr(hp)
 	}
+	return fwd, stop, nil
+}
 
-	fmt.Println("native: unix transport, guest side in-process")
+// processForwarder is inProcessForwarder with the guest side and the host
+// side in two child processes: this program again, with -role.
+func processForwarder(targets map[string]int) (map[string]string, func(), error) {
+	dir, err := os.MkdirTemp("", "bfwd")
+	if err != nil {
+		return nil, nil, err
+	}
+	var children []*exec.Cmd
+	stop := func() {
+		for _, c := range children {
+			c.Process.Kill()
+			c.Wait()
+		}
+		os.RemoveAll(dir)
+	}
+	var ports []string
+	fwd := map[string]string{}
+	for name, port := range targets {
+		hp, err := freePort()
+		if err != nil {
+			stop()
+			return nil, nil, err
+		}
+		ports = append(ports, fmt.Sprintf("%d:%d", hp, port))
+		fwd[name] = addr(hp)
+	}
+	for _, args := range [][]string{
+		{"-role", "guest", "-dir", dir},
+		{"-role", "host", "-dir", dir, "-ports", strings.Join(ports, ",")},
+	} {
+		c := exec.Command(os.Args[0], args...)
+		c.Stderr = os.Stderr
+		// The child lives while its stdin is open: it goes with this
+		// process however this process ends.
+		_, err := c.StdinPipe()
+		var out io.ReadCloser
+		if err == nil {
+			out, err = c.StdoutPipe()
+		}
+		if err == nil {
+			err = c.Start()
+		}
+		if err != nil {
+			stop()
+			return nil, nil, fmt.Errorf("starting the %s side: %w", args[1], err)
+		}
+		children = append(children, c)
+		line, err := bufio.NewReader(out).ReadString('\n')
+		if err != nil || line != "ready\n" {
+			stop()
+			return nil, nil, fmt.Errorf("the %s side did not start: %q %v", args[1], line, err)
+		}
+	}
+	return fwd, stop, nil
+}
+
+// serveRole is the child process of processForwarder: one side of the
+// forwarder over the unix transport in dir. It prints "ready" once it
+// serves, and serves until it is killed or its stdin ends.
+func serveRole(role, dir, ports string) error {
+	go func() {
+		io.Copy(io.Discard, os.Stdin)
+		os.Exit(0)
+	}()
+	switch role {
+	case "guest":
+		tl, err := transport.NewUnixListener(dir)
+		if err != nil {
+			return err
+		}
+		gl, err := tl.ListenPort(transport.PortForward)
+		if err != nil {
+			return err
+		}
+		fmt.Println("ready")
+		return portfwd.ServeGuest(context.Background(), gl, nil)
+	case "host":
+		f := portfwd.NewForwarder(transport.NewUnixDialer(dir), portfwd.Options{Log: slog.New(slog.DiscardHandler)})
+		for _, pp := range strings.Split(ports, ",") {
+			var hp, gp uint16
+			if _, err := fmt.Sscanf(pp, "%d:%d", &hp, &gp); err != nil {
+				return fmt.Errorf("-ports %q: %w", pp, err)
+			}
+			if err := f.Add(portfwd.Port{Proto: portfwd.TCP, HostIP: "127.0.0.1", HostPort: hp, GuestIP: "127.0.0.1", GuestPort: gp}); err != nil {
+				return err
+			}
+		}
+		fmt.Println("ready")
+		select {}
+	}
+	return fmt.Errorf("unknown -role %q", role)
+}
+
+// measureNative runs the throughput rounds and the connection setup
+// through the forwarded addresses fwd, against the services directly.
+func measureNative(svc *services, fwd map[string]string, size int64, conns int) error {
 	for _, dir := range []struct {
 		name       string
 		run        func(string, int64) (time.Duration, error)
