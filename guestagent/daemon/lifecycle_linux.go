@@ -102,11 +102,7 @@ func (d *Daemon) stopLocked(ctx context.Context, c *ctr, opts engine.StopOptions
 	if paused && sig != sigKILL {
 		// A frozen process cannot act on its signal.
 		if err := sc.Resume(sctx); err == nil {
-			c.mu.Lock()
-			c.rec.State.Paused = false
-			c.saveLocked()
-			c.mu.Unlock()
-			d.publish(c, events.ActionUnPause, nil)
+			d.setPaused(c, false)
 		}
 	}
 	var grace <-chan time.Time

@@ -31,22 +31,13 @@ type groupEntry struct {
 
 func parsePasswd(b []byte) []passwdEntry {
 	var out []passwdEntry
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
+	for _, f := range colonRecords(b, 4) {
+		uid, ok1 := parseID(f[2])
+		gid, ok2 := parseID(f[3])
+		if !ok1 || !ok2 {
 			continue
 		}
-		f := strings.Split(line, ":")
-		if len(f) < 4 {
-			continue
-		}
-		uid, err1 := strconv.ParseUint(f[2], 10, 32)
-		gid, err2 := strconv.ParseUint(f[3], 10, 32)
-		if err1 != nil || err2 != nil {
-			continue
-		}
-		e := passwdEntry{name: f[0], uid: uint32(uid), gid: uint32(gid)}
+		e := passwdEntry{name: f[0], uid: uid, gid: gid}
 		if len(f) > 5 {
 			e.home = f[5]
 		}
@@ -57,25 +48,34 @@ func parsePasswd(b []byte) []passwdEntry {
 
 func parseGroup(b []byte) []groupEntry {
 	var out []groupEntry
+	for _, f := range colonRecords(b, 3) {
+		gid, ok := parseID(f[2])
+		if !ok {
+			continue
+		}
+		e := groupEntry{name: f[0], gid: gid}
+		if len(f) > 3 && f[3] != "" {
+			e.members = strings.Split(f[3], ",")
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// colonRecords splits an /etc/passwd-style file into the fields of its
+// records, skipping blank lines, comments and records of fewer than min
+// fields.
+func colonRecords(b []byte, min int) [][]string {
+	var out [][]string
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
 		line := strings.TrimSpace(sc.Text())
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
-		f := strings.Split(line, ":")
-		if len(f) < 3 {
-			continue
+		if f := strings.Split(line, ":"); len(f) >= min {
+			out = append(out, f)
 		}
-		gid, err := strconv.ParseUint(f[2], 10, 32)
-		if err != nil {
-			continue
-		}
-		e := groupEntry{name: f[0], gid: uint32(gid)}
-		if len(f) > 3 && f[3] != "" {
-			e.members = strings.Split(f[3], ",")
-		}
-		out = append(out, e)
 	}
 	return out
 }
