@@ -350,15 +350,7 @@ func startBerth(b *testing.B) *engineUnderTest {
 		pids: func() []int { return []int{cmd.Process.Pid} },
 	}
 	e.stop = func() {
-		cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
+		benchutil.Stop(cmd, os.Interrupt, 10*time.Second)
 		logf.Close()
 		os.RemoveAll(dir)
 	}
@@ -399,15 +391,7 @@ func startDockerd(b *testing.B, registry string) *engineUnderTest {
 		},
 	}
 	e.stop = func() {
-		cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
+		benchutil.Stop(cmd, os.Interrupt, 20*time.Second)
 		logf.Close()
 		exec.Command("umount", "-R", filepath.Join(dir, "data")).Run()
 		os.RemoveAll(dir)

@@ -590,17 +590,7 @@ func dockerNative(agent string, n int) error {
 	if err := cmd.Start(); err != nil {
 		return err
 	}
-	defer func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-	}()
+	defer benchutil.Stop(cmd, syscall.SIGTERM, 10*time.Second)
 	guest := filepath.Join(sock, strconv.Itoa(int(transport.PortDocker))+".sock")
 	deadline := time.Now().Add(30 * time.Second)
 	for {

@@ -5,6 +5,7 @@ package benchutil
 import (
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"time"
@@ -41,4 +42,18 @@ func Median(ds []time.Duration) time.Duration {
 	s := slices.Clone(ds)
 	slices.Sort(s)
 	return s[len(s)/2]
+}
+
+// Stop sends sig to the started cmd and waits for it to exit, killing it
+// when it is still there after grace.
+func Stop(cmd *exec.Cmd, sig os.Signal, grace time.Duration) {
+	cmd.Process.Signal(sig)
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(grace):
+		cmd.Process.Kill()
+		<-done
+	}
 }

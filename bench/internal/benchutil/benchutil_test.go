@@ -1,8 +1,11 @@
 package benchutil
 
 import (
+	"bufio"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -40,5 +43,31 @@ func TestRepoRoot(t *testing.T) {
 	t.Chdir(t.TempDir())
 	if _, err := RepoRoot(); err == nil {
 		t.Error("RepoRoot outside the tree: no error")
+	}
+}
+
+func TestStop(t *testing.T) {
+	polite := exec.Command("sleep", "60")
+	if err := polite.Start(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	Stop(polite, syscall.SIGTERM, 10*time.Second)
+	if polite.ProcessState == nil || time.Since(start) > 5*time.Second {
+		t.Errorf("a process that obeys the signal: state %v after %v", polite.ProcessState, time.Since(start))
+	}
+
+	deaf := exec.Command("sh", "-c", `trap "" TERM; echo ready; exec sleep 60`)
+	out, err := deaf.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := deaf.Start(); err != nil {
+		t.Fatal(err)
+	}
+	bufio.NewReader(out).ReadString('\n') // the trap is set
+	Stop(deaf, syscall.SIGTERM, 200*time.Millisecond)
+	if ws, ok := deaf.ProcessState.Sys().(syscall.WaitStatus); !ok || ws.Signal() != syscall.SIGKILL {
+		t.Errorf("a process that ignores the signal ended with %v, want SIGKILL", deaf.ProcessState)
 	}
 }
