@@ -2,7 +2,6 @@ package transport
 
 import (
 	"context"
-	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -43,7 +42,7 @@ func Proxy(ctx context.Context, a, b net.Conn) error {
 
 	errc := make(chan error, 2)
 	copyHalf := func(dst, src net.Conn) {
-		_, err := io.Copy(dst, src)
+		_, err := copyStream(dst, src)
 		if err != nil {
 			errc <- err
 			return

@@ -44,6 +44,7 @@ func (d unixDialer) DialPort(ctx context.Context, port uint32) (net.Conn, error)
 		}
 		return nil, fmt.Errorf("dial guest port %d at %s: %w", port, path, err)
 	}
+	setUnixBuffers(c)
 	return c, nil
 }
 
@@ -127,6 +128,31 @@ type unixPortListener struct {
 	net.Listener
 	once    sync.Once
 	release func()
+}
+
+// unixBuffer is the send and receive buffer of a unix transport stream.
+// The default (208 KiB on Linux) makes a streaming copy wait on its peer
+// every few reads; with 1 MiB, and copyStream's large buffer, the two
+// sides of a forward wake each other far less often (bench/forward, two
+// processes here: 0.8-0.9 GiB/s before, 1.2-1.3 after). The kernel caps it at
+// net.core.wmem_max and rmem_max. It is a limit, not an allocation.
+const unixBuffer = 1 << 20
+
+func (l *unixPortListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		setUnixBuffers(c)
+	}
+	return c, err
+}
+
+// setUnixBuffers gives a stream unixBuffer each way. It is best effort: a
+// smaller buffer only costs speed.
+func setUnixBuffers(c net.Conn) {
+	if uc, ok := c.(*net.UnixConn); ok {
+		uc.SetWriteBuffer(unixBuffer)
+		uc.SetReadBuffer(unixBuffer)
+	}
 }
 
 func (l *unixPortListener) Close() error {
