@@ -7,16 +7,19 @@
 //   - connection setup: -conns short connections (dial, one byte echoed,
 //     close), p50 and p99, forwarded and direct;
 //   - the Docker API through the host's docker.sock forwarder and on the
-//     guest's socket directly (GET /containers/json on a new connection,
-//     as "docker ps" does).
+//     guest's socket directly: GET /containers/json on a new connection,
+//     as "docker ps" does, and the docker CLI's "docker ps" itself.
 //
 // Native mode runs the forwarder over the unix transport twice: with both
 // of its sides in this process, then with the host side and the guest
 // side each in a child process (this program with -role), as the host
 // agent and the guest agent run it. The second is the faithful one; the
-// clients and services are this process's in both. The docker comparison runs the native guest agent (-agent) in a private
-// network namespace. With -vm it also boots an instance with out/bin/berth
-// (QEMU; TCG here) and measures through the real serial transport.
+// clients and services are this process's in both. The docker comparison
+// runs the native guest agent (-agent) in a private network namespace and
+// its host socket forwarder in a child process (and, for reference, in
+// this process), with the paths taking turns. With -vm it also boots an
+// instance with out/bin/berth (QEMU; TCG here) and measures through the
+// real serial transport.
 //
 //	go run ./bench/forward [-size 1GiB] [-conns 1000] [-buf 32KiB] [-vm] [-vm-size 256MiB]
 package main
@@ -55,12 +58,13 @@ func main() {
 	vmSize := flag.String("vm-size", "", "bytes per throughput run through the VM (default -size)")
 	agent := flag.String("agent", "", "native guest agent for the Docker API comparison (default out/build/<arch>/berth-guestagent)")
 	buf := flag.String("buf", "32KiB", "read and write size of the benchmark's own clients and services")
-	role := flag.String("role", "", "internal: serve one side of the forwarder (guest or host) for the bench")
+	role := flag.String("role", "", "internal: serve one side of the forwarder (guest or host) or the docker socket (docker) for the bench")
 	roleDir := flag.String("dir", "", "internal: the unix transport's directory, with -role")
 	rolePorts := flag.String("ports", "", "internal: HOSTPORT:GUESTPORT,... to forward, with -role host")
+	roleSock := flag.String("sock", "", "internal: the host docker socket to serve, with -role docker")
 	flag.Parse()
 	if *role != "" {
-		if err := serveRole(*role, *roleDir, *rolePorts); err != nil {
+		if err := serveRole(*role, *roleDir, *rolePorts, *roleSock); err != nil {
 			fmt.Fprintln(os.Stderr, "forward bench:", *role, "side:", err)
 			os.Exit(1)
 		}
@@ -95,7 +99,7 @@ func run(sizeFlag, vmSizeFlag string, conns int, vmMode bool, agent string) erro
 		return fmt.Errorf("native mode: %w", err)
 	}
 	fmt.Println()
-	if err := dockerNative(agent, conns/10); err != nil {
+	if err := dockerNative(agent, conns/5); err != nil {
 		fmt.Printf("docker API: skipped: %v\n", err)
 	}
 	if vmMode {
@@ -212,36 +216,48 @@ func processForwarder(targets map[string]int) (map[string]string, func(), error)
 		{"-role", "guest", "-dir", dir},
 		{"-role", "host", "-dir", dir, "-ports", strings.Join(ports, ",")},
 	} {
-		c := exec.Command(os.Args[0], args...)
-		c.Stderr = os.Stderr
-		// The child lives while its stdin is open: it goes with this
-		// process however this process ends.
-		_, err := c.StdinPipe()
-		var out io.ReadCloser
-		if err == nil {
-			out, err = c.StdoutPipe()
-		}
-		if err == nil {
-			err = c.Start()
-		}
+		c, err := startRole(args...)
 		if err != nil {
 			stop()
-			return nil, nil, fmt.Errorf("starting the %s side: %w", args[1], err)
+			return nil, nil, err
 		}
 		children = append(children, c)
-		line, err := bufio.NewReader(out).ReadString('\n')
-		if err != nil || line != "ready\n" {
-			stop()
-			return nil, nil, fmt.Errorf("the %s side did not start: %q %v", args[1], line, err)
-		}
 	}
 	return fwd, stop, nil
 }
 
-// serveRole is the child process of processForwarder: one side of the
-// forwarder over the unix transport in dir. It prints "ready" once it
-// serves, and serves until it is killed or its stdin ends.
-func serveRole(role, dir, ports string) error {
+// startRole starts this program with args (-role ...) and waits for it
+// to print "ready". The child lives while its stdin is open: it goes with
+// this process however this process ends.
+func startRole(args ...string) (*exec.Cmd, error) {
+	c := exec.Command(os.Args[0], args...)
+	c.Stderr = os.Stderr
+	_, err := c.StdinPipe()
+	var out io.ReadCloser
+	if err == nil {
+		out, err = c.StdoutPipe()
+	}
+	if err == nil {
+		err = c.Start()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("starting the %s side: %w", args[1], err)
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || line != "ready\n" {
+		c.Process.Kill()
+		c.Wait()
+		return nil, fmt.Errorf("the %s side did not start: %q %v", args[1], line, err)
+	}
+	return c, nil
+}
+
+// serveRole is the child process of processForwarder and dockerNative:
+// one side of the forwarder over the unix transport in dir, or the host
+// agent's docker socket at sock forwarding to the Docker API in dir. It
+// prints "ready" once it serves, and serves until it is killed or its
+// stdin ends.
+func serveRole(role, dir, ports, sock string) error {
 	go func() {
 		io.Copy(io.Discard, os.Stdin)
 		os.Exit(0)
@@ -268,6 +284,25 @@ func serveRole(role, dir, ports string) error {
 			if err := f.Add(portfwd.Port{Proto: portfwd.TCP, HostIP: "127.0.0.1", HostPort: hp, GuestIP: "127.0.0.1", GuestPort: gp}); err != nil {
 				return err
 			}
+		}
+		fmt.Println("ready")
+		select {}
+	case "echo":
+		l, err := net.Listen("unix", sock)
+		if err != nil {
+			return err
+		}
+		fmt.Println("ready")
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return err
+			}
+			go io.Copy(c, c)
+		}
+	case "docker":
+		if _, err := hostagent.ServeDockerSocket(context.Background(), sock, transport.NewUnixDialer(dir), nil, slog.New(slog.DiscardHandler)); err != nil {
+			return err
 		}
 		fmt.Println("ready")
 		select {}
@@ -604,48 +639,134 @@ func dockerNative(agent string, n int) error {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	host := filepath.Join(dir, "docker.sock")
-	closeSock, err := hostagent.ServeDockerSocket(context.Background(), host, transport.NewUnixDialer(sock), nil, slog.New(slog.DiscardHandler))
+	inproc := filepath.Join(dir, "docker.sock")
+	closeSock, err := hostagent.ServeDockerSocket(context.Background(), inproc, transport.NewUnixDialer(sock), nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		return err
 	}
 	defer closeSock()
+	host := filepath.Join(dir, "d.sock")
+	child, err := startRole("-role", "docker", "-dir", sock, "-sock", host)
+	if err != nil {
+		return err
+	}
+	defer benchutil.Stop(child, syscall.SIGKILL, 0)
 	dial := func(p string) func() (net.Conn, error) {
 		return func() (net.Conn, error) { return net.Dial("unix", p) }
 	}
-	// Warm both paths up.
-	dockerGets(dial(guest), 5)
-	direct, err := dockerGets(dial(guest), n)
-	if err != nil {
-		return fmt.Errorf("guest socket: %w", err)
+	// The three paths take turns, request by request, so that a slow
+	// spell of the machine falls on all of them alike.
+	paths := []struct {
+		name, sock string
+		times      []time.Duration
+	}{
+		{name: "guest socket", sock: guest},
+		{name: "host socket", sock: host},
+		{name: "in-process", sock: inproc},
 	}
-	fw, err := dockerGets(dial(host), n)
-	if err != nil {
-		return fmt.Errorf("host socket: %w", err)
+	for i := -5; i < n; i++ { // five rounds to warm up
+		for j := range paths {
+			d, err := dockerGets(dial(paths[j].sock), 1)
+			if err != nil {
+				return fmt.Errorf("%s: %w", paths[j].name, err)
+			}
+			if i >= 0 {
+				paths[j].times = append(paths[j].times, d[0])
+			}
+		}
 	}
+	direct := paths[0].times
 	fmt.Println("docker API (native guest agent): GET /containers/json, a new connection each, as \"docker ps\"")
-	fmt.Printf("  %d requests:\n", n)
-	fmt.Printf("    %-12s p50 %9v   p99 %9v\n", "guest socket", benchutil.Percentile(direct, .5).Round(time.Microsecond), benchutil.Percentile(direct, .99).Round(time.Microsecond))
-	fmt.Printf("    %-12s p50 %9v   p99 %9v   (p50 %.2fx)\n", "host socket", benchutil.Percentile(fw, .5).Round(time.Microsecond), benchutil.Percentile(fw, .99).Round(time.Microsecond),
-		benchutil.Percentile(fw, .5).Seconds()/benchutil.Percentile(direct, .5).Seconds())
-	if docker, err := exec.LookPath("docker"); err == nil {
-		cli := func(p string) (time.Duration, error) {
-			return best(5, func() (time.Duration, error) {
-				start := time.Now()
-				out, err := exec.Command(docker, "-H", "unix://"+p, "ps").CombinedOutput()
-				if err != nil {
-					return 0, fmt.Errorf("docker ps: %v: %s", err, out)
-				}
-				return time.Since(start), nil
-			})
+	fmt.Printf("  %d requests on each path, the paths taking turns:\n", n)
+	for _, p := range paths {
+		p50 := benchutil.Percentile(p.times, .5)
+		fmt.Printf("    %-12s p50 %9v   p99 %9v", p.name, p50.Round(time.Microsecond), benchutil.Percentile(p.times, .99).Round(time.Microsecond))
+		if p.sock != guest {
+			fmt.Printf("   (p50 %.2fx)", p50.Seconds()/benchutil.Percentile(direct, .5).Seconds())
 		}
-		g, err1 := cli(guest)
-		h, err2 := cli(host)
-		if err := errors.Join(err1, err2); err != nil {
-			return err
-		}
-		fmt.Printf("  the docker CLI, best of 5: docker ps   guest socket %v   host socket %v\n", g.Round(time.Millisecond), h.Round(time.Millisecond))
+		fmt.Println()
 	}
+	fmt.Println("    (host socket: the docker socket forwarder in a process of its own, as the host agent runs it;")
+	fmt.Println("     in-process: the same forwarder in this process, beside the client)")
+	if err := pingPong(dir); err != nil {
+		return err
+	}
+	if docker, err := exec.LookPath("docker"); err == nil {
+		// The CLI itself, as users run it: turns again, median of 21.
+		var g, h []time.Duration
+		for range 21 {
+			for _, p := range []struct {
+				sock string
+				to   *[]time.Duration
+			}{{guest, &g}, {host, &h}} {
+				start := time.Now()
+				if out, err := exec.Command(docker, "-H", "unix://"+p.sock, "ps").CombinedOutput(); err != nil {
+					return fmt.Errorf("docker ps: %v: %s", err, out)
+				}
+				*p.to = append(*p.to, time.Since(start))
+			}
+		}
+		gm, hm := benchutil.Median(g), benchutil.Median(h)
+		fmt.Printf("  the docker CLI, median of 21 runs each, taking turns: docker ps   guest socket %v   host socket %v   (%.2fx, goal at most 1.2x)\n",
+			gm.Round(100*time.Microsecond), hm.Round(100*time.Microsecond), hm.Seconds()/gm.Seconds())
+	}
+	return nil
+}
+
+// pingPong prints what one round trip over a unix socket costs, to a
+// goroutine of this process and to another process: the second is what
+// each hop through a forwarding process adds, and it is mostly the cost
+// of waking a sleeping process on this machine.
+func pingPong(dir string) error {
+	inproc := filepath.Join(dir, "e1.sock")
+	l, err := net.Listen("unix", inproc)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go io.Copy(c, c)
+		}
+	}()
+	other := filepath.Join(dir, "e2.sock")
+	child, err := startRole("-role", "echo", "-sock", other)
+	if err != nil {
+		return err
+	}
+	defer benchutil.Stop(child, syscall.SIGKILL, 0)
+	rtt := func(p string) (time.Duration, error) {
+		c, err := net.Dial("unix", p)
+		if err != nil {
+			return 0, err
+		}
+		defer c.Close()
+		var b [1]byte
+		ds := make([]time.Duration, 0, 1000)
+		for range cap(ds) {
+			time.Sleep(100 * time.Microsecond) // let the peer go back to sleep
+			start := time.Now()
+			if _, err := c.Write(b[:]); err != nil {
+				return 0, err
+			}
+			if _, err := io.ReadFull(c, b[:]); err != nil {
+				return 0, err
+			}
+			ds = append(ds, time.Since(start))
+		}
+		return benchutil.Median(ds), nil
+	}
+	a, err1 := rtt(inproc)
+	b, err2 := rtt(other)
+	if err := errors.Join(err1, err2); err != nil {
+		return fmt.Errorf("ping-pong: %w", err)
+	}
+	fmt.Printf("  reference, a 1-byte round trip on a unix socket, median of 1000: to a goroutine here %v, to another process %v\n",
+		a.Round(time.Microsecond), b.Round(time.Microsecond))
 	return nil
 }
 
