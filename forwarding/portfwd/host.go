@@ -352,16 +352,14 @@ func (f *Forwarder) openStream(ctx context.Context, req request) (net.Conn, erro
 	}
 	ctx, cancel := context.WithTimeout(ctx, f.opt.DialTimeout)
 	defer cancel()
-	g, err := f.d.DialPort(ctx, transport.PortForward)
+	// The request rides with the stream's opening: one round trip to the
+	// guest for both handshakes where the transport has one.
+	g, err := transport.DialWith(ctx, f.d, transport.PortForward, hdr)
 	if err != nil {
 		return nil, fmt.Errorf("opening a stream to the guest: %w", err)
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		g.SetDeadline(dl)
-	}
-	if _, err := g.Write(hdr); err != nil {
-		g.Close()
-		return nil, fmt.Errorf("sending the request to the guest: %w", err)
 	}
 	if err := readStatus(g); err != nil {
 		g.Close()

@@ -36,7 +36,7 @@ type SerialDialer struct {
 	sessions int // sessions established so far
 }
 
-var _ Dialer = (*SerialDialer)(nil)
+var _ EarlyDialer = (*SerialDialer)(nil)
 
 // NewSerialDialer starts keeping a session up over the connections that dial
 // returns (typically a unix-socket dial to QEMU's chardev). It returns at
@@ -120,6 +120,13 @@ func (d *SerialDialer) Ready(ctx context.Context) error {
 // session when none is up, and retries on the next session when the current
 // one dies before the guest answered.
 func (d *SerialDialer) DialPort(ctx context.Context, port uint32) (net.Conn, error) {
+	return d.DialPortEarly(ctx, port, nil)
+}
+
+// DialPortEarly is DialPort with first sent right behind the stream's
+// header, before the guest's answer: one round trip instead of two for a
+// caller whose protocol speaks first (port forwarding's request).
+func (d *SerialDialer) DialPortEarly(ctx context.Context, port uint32, first []byte) (net.Conn, error) {
 	if port == 0 {
 		return nil, errors.New("dial guest port 0: port 0 is reserved")
 	}
@@ -129,7 +136,7 @@ func (d *SerialDialer) DialPort(ctx context.Context, port uint32) (net.Conn, err
 			return nil, fmt.Errorf("dial guest port %d: %w", port, err)
 		}
 		if ms != nil && !ms.ys.IsClosed() {
-			c, err := d.open(ctx, ms, port)
+			c, err := d.open(ctx, ms, port, first)
 			if !errors.Is(err, ErrSessionLost) || ctx.Err() != nil {
 				return c, err
 			}
@@ -143,8 +150,9 @@ func (d *SerialDialer) DialPort(ctx context.Context, port uint32) (net.Conn, err
 	}
 }
 
-// open opens one stream on ms and does the port handshake.
-func (d *SerialDialer) open(ctx context.Context, ms *muxSession, port uint32) (net.Conn, error) {
+// open opens one stream on ms and does the port handshake, with first
+// written along with the header.
+func (d *SerialDialer) open(ctx context.Context, ms *muxSession, port uint32, first []byte) (net.Conn, error) {
 	st, err := ms.ys.OpenStream()
 	if err != nil {
 		if ms.ys.IsClosed() {
@@ -158,7 +166,7 @@ func (d *SerialDialer) open(ctx context.Context, ms *muxSession, port uint32) (n
 	}
 	stop := context.AfterFunc(ctx, func() { st.SetDeadline(time.Unix(1, 0)) })
 	var status [1]byte
-	_, err = st.Write(streamHeader{port: port}.encode())
+	_, err = st.Write(append(streamHeader{port: port}.encode(), first...))
 	if err == nil {
 		_, err = io.ReadFull(st, status[:])
 	}

@@ -789,3 +789,36 @@ func TestSerialNoGoroutineLeak(t *testing.T) {
 		return runtime.NumGoroutine() <= before
 	})
 }
+
+// TestSerialDialEarly: bytes sent with the opening reach the listener as
+// the stream's first bytes, ahead of what is written later; a refused
+// dial drops them and leaves the session sound.
+func TestSerialDialEarly(t *testing.T) {
+	f := newFakePort()
+	tm := fastTiming()
+	startGuest(t, f, tm) // echoes on PortControl
+	d := startHost(t, f.pipeDialer(false), tm)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	if _, err := DialWith(ctx, d, 4321, []byte("lost")); !errors.Is(err, ErrNotListening) {
+		t.Fatalf("early dial to an unused port: got %v, want ErrNotListening", err)
+	}
+	c, err := DialWith(ctx, d, PortControl, []byte("first,"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("then")); err != nil {
+		t.Fatal(err)
+	}
+	c.(halfCloser).CloseWrite()
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != "first,then" {
+		t.Fatalf("echo %q, want %q", got, "first,then")
+	}
+	checkEcho(t, d, 2, 1000)
+}

@@ -14,6 +14,7 @@ package transport
 
 import (
 	"context"
+	"fmt"
 	"net"
 )
 
@@ -32,6 +33,33 @@ type Dialer interface {
 // Listener hands out the guest side of streams, by port.
 type Listener interface {
 	ListenPort(port uint32) (net.Listener, error)
+}
+
+// EarlyDialer is a Dialer whose streams open with a handshake (the serial
+// transport's) and that can carry a stream's first bytes in the same
+// message, saving the caller a round trip to the guest. The bytes reach
+// the guest port's listener as the first bytes of the stream; when the
+// dial fails they are dropped.
+type EarlyDialer interface {
+	Dialer
+	DialPortEarly(ctx context.Context, port uint32, first []byte) (net.Conn, error)
+}
+
+// DialWith opens a stream to a guest port and sends first on it, with the
+// opening itself where d is an EarlyDialer, else right after it.
+func DialWith(ctx context.Context, d Dialer, port uint32, first []byte) (net.Conn, error) {
+	if ed, ok := d.(EarlyDialer); ok {
+		return ed.DialPortEarly(ctx, port, first)
+	}
+	c, err := d.DialPort(ctx, port)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.Write(first); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("dial guest port %d: sending the first bytes: %w", port, err)
+	}
+	return c, nil
 }
 
 // DialerFunc adapts a function to a Dialer.

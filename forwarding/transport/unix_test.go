@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -131,5 +132,38 @@ func TestUnixStaleSocket(t *testing.T) {
 				l.Close()
 			}
 		})
+	}
+}
+
+// TestDialWithPlainDialer: a transport without a handshake gets the first
+// bytes written right after the dial.
+func TestDialWithPlainDialer(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "ports")
+	u, err := NewUnixListener(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { u.Close() })
+	l, err := u.ListenPort(PortForward)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go serveEcho(l)
+	d := NewUnixDialer(dir)
+	if _, ok := d.(EarlyDialer); ok {
+		t.Fatal("the unix dialer claims a handshake it does not have")
+	}
+	c, err := DialWith(context.Background(), d, PortForward, []byte("hello"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.(halfCloser).CloseWrite()
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "hello" {
+		t.Fatalf("echo %q, %v; want %q", got, err, "hello")
+	}
+	if _, err := DialWith(context.Background(), d, 4321, []byte("x")); !errors.Is(err, ErrNotListening) {
+		t.Fatalf("DialWith to an unused port: %v, want ErrNotListening", err)
 	}
 }
