@@ -61,10 +61,11 @@ func main() {
 	role := flag.String("role", "", "internal: serve one side of the forwarder (guest or host) or the docker socket (docker) for the bench")
 	roleDir := flag.String("dir", "", "internal: the unix transport's directory, with -role")
 	rolePorts := flag.String("ports", "", "internal: HOSTPORT:GUESTPORT,... to forward, with -role host")
-	roleSock := flag.String("sock", "", "internal: the host docker socket to serve, with -role docker")
+	roleSock := flag.String("sock", "", "internal: the socket to serve, with -role docker or echo")
+	rolePort := flag.Int("port", 0, "internal: the TCP port to echo on, with -role tcpecho (in the VM)")
 	flag.Parse()
 	if *role != "" {
-		if err := serveRole(*role, *roleDir, *rolePorts, *roleSock); err != nil {
+		if err := serveRole(*role, *roleDir, *rolePorts, *roleSock, *rolePort); err != nil {
 			fmt.Fprintln(os.Stderr, "forward bench:", *role, "side:", err)
 			os.Exit(1)
 		}
@@ -254,10 +255,28 @@ func startRole(args ...string) (*exec.Cmd, error) {
 
 // serveRole is the child process of processForwarder and dockerNative:
 // one side of the forwarder over the unix transport in dir, or the host
-// agent's docker socket at sock forwarding to the Docker API in dir. It
-// prints "ready" once it serves, and serves until it is killed or its
-// stdin ends.
-func serveRole(role, dir, ports, sock string) error {
+// agent's docker socket at sock forwarding to the Docker API in dir, or
+// an echo service on sock. It prints "ready" once it serves, and serves
+// until it is killed or its stdin ends. The tcpecho role is the VM's echo
+// service: it serves until the VM goes.
+func serveRole(role, dir, ports, sock string, port int) error {
+	if role == "tcpecho" {
+		// In the VM, in the background, until the VM goes.
+		l, err := net.Listen("tcp", ":"+strconv.Itoa(port))
+		if err != nil {
+			return err
+		}
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return err
+			}
+			go func() {
+				defer c.Close()
+				io.Copy(c, c)
+			}()
+		}
+	}
 	go func() {
 		io.Copy(io.Discard, os.Stdin)
 		os.Exit(0)
@@ -770,6 +789,40 @@ func pingPong(dir string) error {
 	return nil
 }
 
+// vmEcho is where the VM's echo service lives.
+const vmEcho = "/run/bench-forward"
+
+// pushEcho builds this program static for the VM's arch and copies it to
+// vmEcho in the VM, through berth exec's stdin.
+func pushEcho(env []string, berth, root, home string) error {
+	bin := filepath.Join(home, "bench-forward")
+	build := exec.Command("go", "build", "-o", bin, "./bench/forward")
+	build.Dir = root
+	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")
+	if out, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("building the VM's echo service: %v\n%s", err, out)
+	}
+	f, err := os.Open(bin)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	c := exec.Command(berth, "exec", "-i", "default", "--", "sh", "-c", "cat > "+vmEcho+" && chmod 755 "+vmEcho+" && wc -c < "+vmEcho)
+	c.Env, c.Stdin = env, f
+	out, err := c.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("copying the echo service into the VM: %v\n%s", err, out)
+	}
+	if n, _ := strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64); n != fi.Size() {
+		return fmt.Errorf("copying the echo service into the VM: %q bytes arrived of %d", strings.TrimSpace(string(out)), fi.Size())
+	}
+	return nil
+}
+
 // vm boots an instance with out/bin/berth and measures through the real
 // transport: services run in the VM (busybox nc), and the VM's own port
 // watcher makes their forwards.
@@ -815,9 +868,15 @@ func vm(size int64, conns int) error {
 	if r := size % block; r != 0 {
 		source += fmt.Sprintf("; head -c %d /dev/zero", r)
 	}
+	// The echo service is this program, built static and copied in: busybox
+	// nc -e forks a process per connection, which under TCG costs more
+	// than the forwarder whose connection setup it would time.
+	if err := pushEcho(env, berth, root, home); err != nil {
+		return err
+	}
 	script := fmt.Sprintf(`nc -ll -p %d -e sh -c 'cat >/dev/null; echo x' >/dev/null 2>&1 &
 nc -ll -p %d -e sh -c '%s' >/dev/null 2>&1 &
-nc -ll -p %d -e cat >/dev/null 2>&1 &`, sink, sourcePort, source, echo)
+%s -role tcpecho -port %d </dev/null >/dev/null 2>&1 &`, sink, sourcePort, source, vmEcho, echo)
 	if _, err := b("exec", "default", "--", "sh", "-c", script); err != nil {
 		return err
 	}
@@ -845,7 +904,7 @@ nc -ll -p %d -e cat >/dev/null 2>&1 &`, sink, sourcePort, source, echo)
 		return err
 	}
 	defer svc.close()
-	fmt.Println("vm: QEMU, serial transport (yamux over virtio-serial), services in the VM (busybox nc)")
+	fmt.Println("vm: QEMU, serial transport (yamux over virtio-serial), services in the VM (busybox nc; echo: this program)")
 	d, err := upload(addr(svc.sink), size)
 	if err != nil {
 		return err
