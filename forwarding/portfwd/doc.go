@@ -5,7 +5,7 @@
 // or UDP) and carries every connection, or every UDP client, over its own
 // transport stream. The guest side is ServeGuest: it reads the stream's
 // header, dials the guest or container address it names, answers with a
-// status, and splices bytes.
+// status, and copies bytes both ways.
 //
 // Wire format of one stream (all integers big-endian):
 //

@@ -24,7 +24,7 @@ var (
 
 // ServeGuest is the guest side of port forwarding: it accepts streams on
 // lis (guest port 1025 of the transport), dials the address each names and
-// splices bytes, until ctx ends or lis is closed. It closes lis when ctx
+// copies bytes both ways, until ctx ends or lis is closed. It closes lis when ctx
 // ends, and returns nil then.
 //
 // Only the host agent can open these streams: the transport is not

@@ -54,7 +54,7 @@ func Proxy(ctx context.Context, a, b net.Conn) error {
 		errc <- nil
 	}
 	go copyHalf(b, a)
-	go copyHalf(a, b)
+	copyHalf(a, b) // on this goroutine: one fewer to start and wake
 
 	var first error
 	for range 2 {
