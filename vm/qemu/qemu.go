@@ -115,7 +115,7 @@ func newDriver(cfg vm.Config, host Host, log *slog.Logger) (*Driver, error) {
 		cfg:   cfg,
 		host:  host,
 		files: instanceFiles(cfg.Dir, host.GOOS),
-		log:   log.With("vm", "qemu", "instance", cfg.Name),
+		log:   log.With("vm", "qemu"),
 		done:  make(chan struct{}),
 	}, nil
 }

@@ -55,7 +55,7 @@ func New(cfg vm.Config, log *slog.Logger) (*Driver, error) {
 	if cfg.CPUs < 1 || cfg.MemoryBytes == 0 {
 		return nil, fmt.Errorf("vz vm %s: needs cpus and memory", cfg.Name)
 	}
-	return &Driver{cfg: cfg, log: log.With("vm", "vz", "instance", cfg.Name), netFile: cfg.NetFile, done: make(chan struct{})}, nil
+	return &Driver{cfg: cfg, log: log.With("vm", "vz"), netFile: cfg.NetFile, done: make(chan struct{})}, nil
 }
 
 // Name is "vz".
