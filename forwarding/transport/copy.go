@@ -78,7 +78,7 @@ func copyStream(dst io.Writer, src net.Conn) (written int64, err error) {
 		switch {
 		case rerr == io.EOF:
 			return written, nil
-		case rerr != nil && large != nil && errors.Is(rerr, os.ErrDeadlineExceeded):
+		case rerr != nil && large != nil && isTimeout(rerr):
 			// The stream paused: back to the small buffer, no deadline.
 			if err := src.SetReadDeadline(time.Time{}); err != nil {
 				return written, err
@@ -96,4 +96,11 @@ func copyStream(dst io.Writer, src net.Conn) (written int64, err error) {
 			}
 		}
 	}
+}
+
+// isTimeout reports a read deadline passing: os.ErrDeadlineExceeded, or a
+// net.Error that says it timed out (a bare yamux stream's ErrTimeout).
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
 }

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/yamux"
 )
 
 // lockedBuffer is a bytes.Buffer that a test may read while a copy writes.
@@ -42,13 +44,75 @@ func setLargeIdle(t *testing.T, d time.Duration) {
 
 // TestCopyStreamBuffers: a bulk transfer borrows the large buffer, a pause
 // gives it back while the connection stays open, small writes after that
-// still arrive, and every byte arrives in order.
+// still arrive, and every byte arrives in order. Over a unix socket, and
+// over a serial transport stream and a bare yamux stream, whose deadlines
+// are their own code.
 func TestCopyStreamBuffers(t *testing.T) {
 	setLargeIdle(t, 300*time.Millisecond)
+	for _, kind := range []string{"unix", "serial", "yamux"} {
+		t.Run(kind, func(t *testing.T) {
+			sender, src := streamPair(t, kind)
+			testCopyStreamBuffers(t, sender, src)
+		})
+	}
+}
+
+// streamPair returns the two ends of a stream of the given kind.
+func streamPair(t *testing.T, kind string) (net.Conn, net.Conn) {
+	t.Helper()
+	switch kind {
+	case "serial":
+		f := newFakePort()
+		tm := fastTiming()
+		l := newSerialListener(f.open, testLogger(t), tm)
+		t.Cleanup(func() { l.Close() })
+		pl, err := l.ListenPort(5000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := startHost(t, f.pipeDialer(false), tm)
+		c := dialCtx(t, d, 5000)
+		s, err := pl.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close(); s.Close() })
+		return c, s
+	case "yamux":
+		a, b := connPair(t, "unix")
+		cs, err := yamux.Client(a, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ss, err := yamux.Server(b, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cs.Close(); ss.Close() })
+		c, err := cs.OpenStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write([]byte{0}); err != nil { // yamux opens lazily
+			t.Fatal(err)
+		}
+		s, err := ss.AcceptStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b0 [1]byte
+		if _, err := io.ReadFull(s, b0[:]); err != nil {
+			t.Fatal(err)
+		}
+		return c, s
+	}
+	return connPair(t, kind)
+}
+
+func testCopyStreamBuffers(t *testing.T, sender, src net.Conn) {
 	if n := largeHeld.Load(); n != 0 {
 		t.Fatalf("%d large buffers held before the test", n)
 	}
-	sender, src := connPair(t, "unix")
 	var dst lockedBuffer
 	type result struct {
 		n   int64
@@ -80,7 +144,7 @@ func TestCopyStreamBuffers(t *testing.T) {
 	if largeHeld.Load() != 0 {
 		t.Error("one-byte writes took the large buffer")
 	}
-	sender.(halfCloser).CloseWrite()
+	closeWrite(sender)
 	r := <-done
 	if r.err != nil {
 		t.Fatalf("copyStream: %v", r.err)

@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -196,5 +197,36 @@ func TestProxySerialStreams(t *testing.T) {
 			t.Errorf("stream %d: %v", i, err)
 		}
 		c.Close()
+	}
+}
+
+// TestProxyStreamThenPause: a connection that streams, pauses for longer
+// than the large buffer is kept, and goes on, stays open through Proxy.
+func TestProxyStreamThenPause(t *testing.T) {
+	setLargeIdle(t, 50*time.Millisecond)
+	client, a := connPair(t, "tcp")
+	b, server := connPair(t, "tcp")
+	go Proxy(context.Background(), a, b)
+	var got lockedBuffer
+	done := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(&got, server)
+		done <- err
+	}()
+	bulk := randBytes(7, 1<<20)
+	if _, err := client.Write(bulk); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the bulk bytes", func() bool { return got.Len() == len(bulk) })
+	time.Sleep(4 * largeIdle)
+	if _, err := client.Write([]byte("after the pause")); err != nil {
+		t.Fatalf("writing after the pause: %v", err)
+	}
+	client.(halfCloser).CloseWrite()
+	if err := <-done; err != nil {
+		t.Fatalf("the server's read: %v", err)
+	}
+	if want := append(bulk, "after the pause"...); !bytes.Equal(got.Bytes(), want) {
+		t.Fatalf("the server got %d bytes, want %d", got.Len(), len(want))
 	}
 }
