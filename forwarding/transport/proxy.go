@@ -53,8 +53,10 @@ func Proxy(ctx context.Context, a, b net.Conn) error {
 		}
 		errc <- nil
 	}
+	// Both on goroutines of their own: this one must stay free to close
+	// both conns on the first error, which unblocks the other copy.
 	go copyHalf(b, a)
-	copyHalf(a, b) // on this goroutine: one fewer to start and wake
+	go copyHalf(a, b)
 
 	var first error
 	for range 2 {

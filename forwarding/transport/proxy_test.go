@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -109,6 +110,12 @@ func TestProxyEnds(t *testing.T) {
 		{"context cancel", func(_, _ net.Conn, cancel context.CancelFunc) {
 			cancel()
 		}, context.Canceled},
+		// An error one way ends the other way too, though its peer
+		// neither writes nor closes.
+		{"client resets, server idle", func(client, _ net.Conn, _ context.CancelFunc) {
+			client.(*net.TCPConn).SetLinger(0)
+			client.Close()
+		}, syscall.ECONNRESET},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
