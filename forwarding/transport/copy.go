@@ -17,7 +17,7 @@ import (
 // a context switch is dear, as under a hypervisor, that is most of the
 // cost of a forwarded byte. With bench/forward's two-process layout here,
 // 1 MiB copies over 1 MiB unix socket buffers (see unixBuffer) moved
-// 1.2-1.3 GiB/s, where splice(2) moved 0.8-0.9 and 32 KiB copies less.
+// 1.0-1.3 GiB/s, where splice(2) had moved 0.8-0.9.
 const (
 	smallCopyBuffer = 32 << 10
 	largeCopyBuffer = 1 << 20

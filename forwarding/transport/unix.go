@@ -134,7 +134,7 @@ type unixPortListener struct {
 // The default (208 KiB on Linux) makes a streaming copy wait on its peer
 // every few reads; with 1 MiB, and copyStream's large buffer, the two
 // sides of a forward wake each other far less often (bench/forward, two
-// processes here: 0.8-0.9 GiB/s before, 1.2-1.3 after). The kernel caps it at
+// processes here: 0.8-0.9 GiB/s before, 1.0-1.3 after). The kernel caps it at
 // net.core.wmem_max and rmem_max. It is a limit, not an allocation.
 const unixBuffer = 1 << 20
 
