@@ -659,6 +659,59 @@ func TestSerialCloseUnblocks(t *testing.T) {
 	}
 }
 
+// TestSerialCloseDuringSetReadDeadline: Proxy may close a stream while the
+// other copy sets a read deadline on it. A deadline that lands after
+// Close would replace Close's wait for the peer's FIN (2 minutes) with its
+// own, and the host would reset a peer that simply had not closed yet.
+func TestSerialCloseDuringSetReadDeadline(t *testing.T) {
+	f := newFakePort()
+	tm := fastTiming()
+	l := startGuest(t, f, tm)
+	pl, err := l.ListenPort(PortForward)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := startHost(t, f.pipeDialer(false), tm)
+	c := dialCtx(t, d, PortForward)
+	gc, err := pl.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gc.Close()
+
+	// Hold a SetReadDeadline between its check and its set while Close runs.
+	held, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	testHookSetReadDeadline = func() { once.Do(func() { close(held); <-release }) }
+	t.Cleanup(func() { testHookSetReadDeadline = nil })
+	setDone := make(chan struct{})
+	go func() {
+		defer close(setDone)
+		c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	}()
+	<-held
+	closed := make(chan struct{})
+	go func() {
+		defer close(closed)
+		c.Close()
+	}()
+	time.Sleep(50 * time.Millisecond) // Close runs, if it can
+	close(release)
+	<-setDone
+	<-closed
+
+	gc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := gc.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("guest read after host close: got %v, want EOF", err)
+	}
+	// The host waits for the guest's FIN now; it must not reset the
+	// guest once the 100 ms deadline has passed.
+	time.Sleep(400 * time.Millisecond)
+	if _, err := gc.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("guest read 400 ms after host close: got %v, want EOF (no reset)", err)
+	}
+}
+
 func TestSerialListenerPorts(t *testing.T) {
 	f := newFakePort()
 	tm := fastTiming()

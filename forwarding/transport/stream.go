@@ -276,12 +276,25 @@ func (c *streamConn) SetDeadline(t time.Time) error {
 	return c.SetWriteDeadline(t)
 }
 
+// SetReadDeadline holds mu while it checks and sets, so that a deadline
+// set by another goroutine (copyStream's, say) as the stream closes lands
+// before Close's or not at all: one landing after it would cut short, or
+// lift, the wait for the peer's FIN.
 func (c *streamConn) SetReadDeadline(t time.Time) error {
-	if closed, reset, _ := c.state(); closed || reset {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || c.reset {
 		return nil
+	}
+	if testHookSetReadDeadline != nil {
+		testHookSetReadDeadline()
 	}
 	return c.st.SetReadDeadline(t)
 }
+
+// testHookSetReadDeadline, when set, runs in SetReadDeadline between the
+// check and the set. Tests use it to hold a deadline there.
+var testHookSetReadDeadline func()
 
 func (c *streamConn) SetWriteDeadline(t time.Time) error {
 	return c.st.SetWriteDeadline(t)
