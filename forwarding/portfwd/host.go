@@ -358,10 +358,18 @@ func (f *Forwarder) openStream(ctx context.Context, req request) (net.Conn, erro
 	if err != nil {
 		return nil, fmt.Errorf("opening a stream to the guest: %w", err)
 	}
+	// The answer may take up to the dial timeout; the forward or the
+	// forwarder going away ends the wait sooner.
 	if dl, ok := ctx.Deadline(); ok {
 		g.SetDeadline(dl)
 	}
-	if err := readStatus(g); err != nil {
+	stop := context.AfterFunc(ctx, func() { g.SetDeadline(time.Unix(1, 0)) })
+	err = readStatus(g)
+	if !stop() {
+		g.Close()
+		return nil, fmt.Errorf("waiting for the guest's answer: %w", context.Cause(ctx))
+	}
+	if err != nil {
 		g.Close()
 		return nil, err
 	}

@@ -296,6 +296,53 @@ func TestTCPGuestRefuses(t *testing.T) {
 	}
 }
 
+// TestCloseWhileGuestSilent: a connection waiting for the guest's answer
+// ends when the forwarder closes, not when the dial timeout runs out.
+func TestCloseWhileGuestSilent(t *testing.T) {
+	dir := shortDir(t)
+	tl, err := transport.NewUnixListener(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tl.Close() })
+	gl, err := tl.ListenPort(transport.PortForward)
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := make(chan net.Conn, 1)
+	go func() { // takes the stream, reads the request, never answers
+		c, err := gl.Accept()
+		if err != nil {
+			return
+		}
+		t.Cleanup(func() { c.Close() })
+		accepted <- c
+		io.Copy(io.Discard, c)
+	}()
+	f := newForwarder(t, dir, Options{DialTimeout: time.Minute})
+	hp := freePort(t, TCP)
+	if err := f.Add(Port{Proto: TCP, HostIP: "127.0.0.1", HostPort: hp, GuestIP: "127.0.0.1", GuestPort: 80}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("tcp", hostPortAddr("127.0.0.1", hp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	select {
+	case <-accepted:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the guest got no stream")
+	}
+	f.Close()
+	// Well within the dial timeout (a minute).
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	_, err = c.Read(make([]byte, 1))
+	if !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, io.EOF) {
+		t.Fatalf("client read after the forwarder closed: %v, want the connection ended", err)
+	}
+}
+
 func TestUDPForward(t *testing.T) {
 	dir := shortDir(t)
 	g := startGuest(t, dir)

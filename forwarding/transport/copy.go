@@ -35,7 +35,9 @@ var (
 
 // copyStream copies src to dst until src's EOF or an error, as io.Copy
 // does, with a buffer that grows while src streams and shrinks when it
-// pauses, so an idle connection never holds more than the small buffer.
+// pauses, so a connection with nothing to read never holds more than the
+// small buffer. (One whose dst stopped reading keeps what it holds until
+// the write goes through or fails, as the kernel keeps its socket buffers.)
 //
 // It reads with a deadline on src only while it holds the large buffer,
 // and clears it before returning; src must not be given a read deadline

@@ -166,7 +166,7 @@ func (d *SerialDialer) open(ctx context.Context, ms *muxSession, port uint32, fi
 	}
 	stop := context.AfterFunc(ctx, func() { st.SetDeadline(time.Unix(1, 0)) })
 	var status [1]byte
-	_, err = st.Write(append(streamHeader{port: port}.encode(), first...))
+	_, err = writeFrames(st, append(streamHeader{port: port}.encode(), first...))
 	if err == nil {
 		_, err = io.ReadFull(st, status[:])
 	}

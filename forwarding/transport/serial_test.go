@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -13,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/yamux"
 )
 
 // startGuest starts a SerialListener on f with an echo server on port 1024.
@@ -873,5 +876,77 @@ func TestSerialDialEarly(t *testing.T) {
 	if string(got) != "first,then" {
 		t.Fatalf("echo %q, want %q", got, "first,then")
 	}
+	// First bytes larger than a frame go out in several.
+	big := randBytes(4, 2*maxFrameBody+7)
+	c2, err := DialWith(ctx, d, PortControl, big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	c2.(halfCloser).CloseWrite()
+	if got, err := io.ReadAll(c2); err != nil || !bytes.Equal(got, big) {
+		t.Fatalf("echo of %d early bytes: %d bytes, %v", len(big), len(got), err)
+	}
 	checkEcho(t, d, 2, 1000)
+}
+
+// writeSizes records the size of each write to a conn.
+type writeSizes struct {
+	net.Conn
+	mu    sync.Mutex
+	sizes []int
+}
+
+func (w *writeSizes) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	w.sizes = append(w.sizes, len(b))
+	w.mu.Unlock()
+	return w.Conn.Write(b)
+}
+
+// TestWriteFramesBound: a stream's writes, the first bytes of an early
+// dial among them, go out in yamux data frames no larger than
+// maxFrameBody, which the resync's flush is sized for.
+func TestWriteFramesBound(t *testing.T) {
+	a, b := net.Pipe()
+	rec := &writeSizes{Conn: a}
+	cs, err := yamux.Client(rec, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss, err := yamux.Server(b, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	defer ss.Close()
+	st, err := cs.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := randBytes(3, 3*maxFrameBody+100)
+	got := make(chan []byte, 1)
+	go func() {
+		s, err := ss.AcceptStream()
+		if err != nil {
+			got <- nil
+			return
+		}
+		p, _ := io.ReadAll(s)
+		got <- p
+	}()
+	if n, err := writeFrames(st, want); err != nil || n != len(want) {
+		t.Fatalf("writeFrames: %d, %v", n, err)
+	}
+	st.Close()
+	if p := <-got; !bytes.Equal(p, want) {
+		t.Fatalf("the peer read %d bytes, want the %d written", len(p), len(want))
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	for _, n := range rec.sizes {
+		if n > maxFrameBody {
+			t.Fatalf("a write of %d bytes went out, over maxFrameBody (%d)", n, maxFrameBody)
+		}
+	}
 }

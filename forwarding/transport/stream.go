@@ -165,14 +165,24 @@ func (c *streamConn) Write(b []byte) (int, error) {
 	if closed, reset, _ := c.state(); closed || reset {
 		return 0, c.mapErr("write", nil)
 	}
+	n, err := writeFrames(c.st, b)
+	if err != nil {
+		return n, c.mapErr("write", err)
+	}
+	return n, nil
+}
+
+// writeFrames writes b to a yamux stream in data frames of at most
+// maxFrameBody: small frames bound how far a resync must flush (see
+// serial.go).
+func writeFrames(st *yamux.Stream, b []byte) (int, error) {
 	total := 0
 	for total < len(b) {
-		// Small frames bound how far a resync must flush; see serial.go.
 		end := min(len(b), total+maxFrameBody)
-		n, err := c.st.Write(b[total:end])
+		n, err := st.Write(b[total:end])
 		total += n
 		if err != nil {
-			return total, c.mapErr("write", err)
+			return total, err
 		}
 	}
 	return total, nil

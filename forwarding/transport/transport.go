@@ -38,8 +38,10 @@ type Listener interface {
 // EarlyDialer is a Dialer whose streams open with a handshake (the serial
 // transport's) and that can carry a stream's first bytes in the same
 // message, saving the caller a round trip to the guest. The bytes reach
-// the guest port's listener as the first bytes of the stream; when the
-// dial fails they are dropped.
+// the guest port's listener as the first bytes of the stream. They are
+// sent before the guest answers, so a dial that fails, or that is retried
+// on a new session after the old one died, may still have delivered
+// them: first must be safe to repeat (port forwarding's request is).
 type EarlyDialer interface {
 	Dialer
 	DialPortEarly(ctx context.Context, port uint32, first []byte) (net.Conn, error)

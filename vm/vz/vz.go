@@ -310,6 +310,10 @@ func (d *Driver) PressPowerButton(ctx context.Context) error {
 
 // Transport dials guest ports over virtio-vsock. A dial waits, within its
 // context, for the VM to start and the guest agent to listen.
+//
+// vz's connections have no CloseWrite (their unix socket is not
+// exported), so transport.Proxy closes both ways where a half-close
+// would do: see the README's known gap on vz.
 func (d *Driver) Transport() transport.Dialer {
 	return transport.DialerFunc(d.dialPort)
 }
