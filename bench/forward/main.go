@@ -347,15 +347,21 @@ func measureNative(svc *services, fwd map[string]string, size int64, conns int) 
 		// weighs on both sides of a round alike.
 		var d, fw time.Duration
 		var ratios []float64
+		var cpuD, cpuF machineCPU
 		for range throughputRounds {
+			m0 := readMachineCPU()
 			td, err := dir.run(dir.direct, size)
 			if err != nil {
 				return fmt.Errorf("%s direct: %w", dir.name, err)
 			}
+			m1 := readMachineCPU()
 			tf, err := dir.run(dir.fw, size)
 			if err != nil {
 				return fmt.Errorf("%s forwarded: %w", dir.name, err)
 			}
+			m2 := readMachineCPU()
+			cpuD.add(m0, m1)
+			cpuF.add(m1, m2)
 			if d == 0 || td < d {
 				d = td
 			}
@@ -368,6 +374,11 @@ func measureNative(svc *services, fwd map[string]string, size int64, conns int) 
 		fmt.Printf("  %-9s %s   direct %9s   forwarded %9s   best/best %.2fx   rounds %.2f-%.2fx, median %.2fx   (goal: at least 0.5x)\n",
 			dir.name, instance.Size(size), rate(size, d), rate(size, fw), d.Seconds()/fw.Seconds(),
 			ratios[0], ratios[len(ratios)-1], ratios[len(ratios)/2])
+		if cpuD.ok() && cpuF.ok() {
+			gib := float64(size*throughputRounds) / (1 << 30)
+			fmt.Printf("            the machine's CPUs busy: direct %.2f of %d (%.2f CPU-s per GiB), forwarded %.2f (%.2f CPU-s per GiB)\n",
+				cpuD.cores(), runtime.NumCPU(), cpuD.busy/gib, cpuF.cores(), cpuF.busy/gib)
+		}
 	}
 	direct, err := setup(addr(svc.echo), conns)
 	if err != nil {
@@ -380,6 +391,62 @@ func measureNative(svc *services, fwd map[string]string, size int64, conns int) 
 	printSetup(conns, direct, forwarded, "direct")
 	return nil
 }
+
+// machineCPU sums, over runs, the CPU time the whole machine spent busy
+// (from /proc/stat, every process and the kernel) and the time that passed.
+type machineCPU struct {
+	busy, wall float64 // seconds
+}
+
+// cpuSample is /proc/stat's first line: busy and total jiffies of all CPUs.
+type cpuSample struct {
+	busy, total float64
+	at          time.Time
+}
+
+// readMachineCPU reads /proc/stat; its zero value (off Linux, or on an
+// error) makes the sums report !ok.
+func readMachineCPU() cpuSample {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return cpuSample{}
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 6 || f[0] != "cpu" {
+		return cpuSample{}
+	}
+	var s cpuSample
+	for i, v := range f[1:] {
+		n, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return cpuSample{}
+		}
+		if i >= 8 { // guest time is already counted in user
+			break
+		}
+		s.total += n
+		if i != 3 && i != 4 { // idle, iowait
+			s.busy += n
+		}
+	}
+	s.at = time.Now()
+	return s
+}
+
+func (m *machineCPU) add(a, b cpuSample) {
+	if a.total == 0 || b.total <= a.total || m.wall < 0 {
+		m.wall = -1
+		return
+	}
+	wall := b.at.Sub(a.at).Seconds()
+	// The share of all CPUs that was busy, times the CPUs, times the time.
+	m.busy += (b.busy - a.busy) / (b.total - a.total) * float64(runtime.NumCPU()) * wall
+	m.wall += wall
+}
+
+func (m *machineCPU) ok() bool       { return m.wall > 0 }
+func (m *machineCPU) cores() float64 { return m.busy / m.wall }
 
 // throughputRounds is how many times each throughput is measured.
 const throughputRounds = 7
