@@ -8,8 +8,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/hashicorp/yamux"
 )
 
 // lockedBuffer is a bytes.Buffer that a test may read while a copy writes.
@@ -62,33 +60,10 @@ func streamPair(t *testing.T, kind string) (net.Conn, net.Conn) {
 	t.Helper()
 	switch kind {
 	case "serial":
-		f := newFakePort()
-		tm := fastTiming()
-		l := newSerialListener(f.open, testLogger(t), tm)
-		t.Cleanup(func() { l.Close() })
-		pl, err := l.ListenPort(5000)
-		if err != nil {
-			t.Fatal(err)
-		}
-		d := startHost(t, f.pipeDialer(false), tm)
-		c := dialCtx(t, d, 5000)
-		s, err := pl.Accept()
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close(); s.Close() })
-		return c, s
+		return serialStreamPair(t)
 	case "yamux":
 		a, b := connPair(t, "unix")
-		cs, err := yamux.Client(a, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ss, err := yamux.Server(b, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cs.Close(); ss.Close() })
+		cs, ss := yamuxSessions(t, a, b)
 		c, err := cs.OpenStream()
 		if err != nil {
 			t.Fatal(err)

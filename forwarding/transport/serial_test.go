@@ -49,6 +49,44 @@ func dialCtx(t *testing.T, d Dialer, port uint32) net.Conn {
 	return c
 }
 
+// serialStreamPair starts a serial session over a fake port and returns
+// the host and the guest end of one stream on it. Both are closed when
+// the test ends.
+func serialStreamPair(t *testing.T) (host, guest net.Conn) {
+	t.Helper()
+	f := newFakePort()
+	tm := fastTiming()
+	l := startGuest(t, f, tm)
+	pl, err := l.ListenPort(PortForward)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := startHost(t, f.pipeDialer(false), tm)
+	host = dialCtx(t, d, PortForward)
+	guest, err = pl.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { host.Close(); guest.Close() })
+	return host, guest
+}
+
+// yamuxSessions starts a yamux client session on a and a server session
+// on b, closed when the test ends.
+func yamuxSessions(t *testing.T, a, b net.Conn) (client, server *yamux.Session) {
+	t.Helper()
+	client, err := yamux.Client(a, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err = yamux.Server(b, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close(); server.Close() })
+	return client, server
+}
+
 // checkEcho runs streams concurrent echo round trips of size bytes.
 func checkEcho(t *testing.T, d Dialer, streams, size int) {
 	t.Helper()
@@ -626,20 +664,7 @@ func TestSerialCloseNoReset(t *testing.T) {
 }
 
 func TestSerialCloseUnblocks(t *testing.T) {
-	f := newFakePort()
-	tm := fastTiming()
-	l := startGuest(t, f, tm)
-	pl, err := l.ListenPort(PortForward)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := startHost(t, f.pipeDialer(false), tm)
-	c := dialCtx(t, d, PortForward)
-	gc, err := pl.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer gc.Close()
+	c, gc := serialStreamPair(t)
 	rerr := make(chan error, 1)
 	go func() {
 		_, err := c.Read(make([]byte, 10))
@@ -667,20 +692,7 @@ func TestSerialCloseUnblocks(t *testing.T) {
 // Close would replace Close's wait for the peer's FIN (2 minutes) with its
 // own, and the host would reset a peer that simply had not closed yet.
 func TestSerialCloseDuringSetReadDeadline(t *testing.T) {
-	f := newFakePort()
-	tm := fastTiming()
-	l := startGuest(t, f, tm)
-	pl, err := l.ListenPort(PortForward)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := startHost(t, f.pipeDialer(false), tm)
-	c := dialCtx(t, d, PortForward)
-	gc, err := pl.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer gc.Close()
+	c, gc := serialStreamPair(t)
 
 	// Hold a SetReadDeadline between its check and its set while Close runs.
 	held, release := make(chan struct{}), make(chan struct{})
@@ -910,16 +922,7 @@ func (w *writeSizes) Write(b []byte) (int, error) {
 func TestWriteFramesBound(t *testing.T) {
 	a, b := net.Pipe()
 	rec := &writeSizes{Conn: a}
-	cs, err := yamux.Client(rec, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ss, err := yamux.Server(b, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cs.Close()
-	defer ss.Close()
+	cs, ss := yamuxSessions(t, rec, b)
 	st, err := cs.OpenStream()
 	if err != nil {
 		t.Fatal(err)
