@@ -417,13 +417,12 @@ func readMachineCPU() cpuSample {
 		return cpuSample{}
 	}
 	var s cpuSample
-	for i, v := range f[1:] {
+	// user nice system idle iowait irq softirq steal; guest time after
+	// them is already counted in user.
+	for i, v := range f[1:min(len(f), 9)] {
 		n, err := strconv.ParseFloat(v, 64)
 		if err != nil {
 			return cpuSample{}
-		}
-		if i >= 8 { // guest time is already counted in user
-			break
 		}
 		s.total += n
 		if i != 3 && i != 4 { // idle, iowait
