@@ -266,16 +266,7 @@ func serveRole(role, dir, ports, sock string, port int) error {
 		if err != nil {
 			return err
 		}
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return err
-			}
-			go func() {
-				defer c.Close()
-				io.Copy(c, c)
-			}()
-		}
+		return serveEcho(l)
 	}
 	go func() {
 		io.Copy(io.Discard, os.Stdin)
@@ -312,13 +303,7 @@ func serveRole(role, dir, ports, sock string, port int) error {
 			return err
 		}
 		fmt.Println("ready")
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return err
-			}
-			go io.Copy(c, c)
-		}
+		return serveEcho(l)
 	case "docker":
 		if _, err := hostagent.ServeDockerSocket(context.Background(), sock, transport.NewUnixDialer(dir), nil, slog.New(slog.DiscardHandler)); err != nil {
 			return err
@@ -446,6 +431,21 @@ func (m *machineCPU) add(a, b cpuSample) {
 
 func (m *machineCPU) ok() bool       { return m.wall > 0 }
 func (m *machineCPU) cores() float64 { return m.busy / m.wall }
+
+// serveEcho echoes each connection l accepts until l fails, and returns
+// that error.
+func serveEcho(l net.Listener) error {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return err
+		}
+		go func() {
+			defer c.Close()
+			io.Copy(c, c)
+		}()
+	}
+}
 
 // throughputRounds is how many times each throughput is measured.
 const throughputRounds = 7
@@ -809,15 +809,7 @@ func pingPong(dir string) error {
 		return err
 	}
 	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go io.Copy(c, c)
-		}
-	}()
+	go serveEcho(l)
 	other := filepath.Join(dir, "e2.sock")
 	child, err := startRole("-role", "echo", "-sock", other)
 	if err != nil {
