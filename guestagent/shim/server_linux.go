@@ -528,9 +528,10 @@ func (s *server) delete() error {
 // from it, until the output ends or the client goes away.
 func (s *server) attach(c *net.UnixConn, br *bufio.Reader, req request) {
 	sub := &subscriber{conn: c, stdout: req.Stdout, stderr: req.Stderr, done: make(chan struct{})}
-	live := s.out.add(sub)
-	if err := writeLine(c, response{StdinFrames: req.StdinFrames}); err != nil {
-		s.out.remove(sub)
+	live, err := s.out.add(sub, func() error {
+		return writeLine(c, response{StdinFrames: req.StdinFrames})
+	})
+	if err != nil {
 		return
 	}
 	if req.Stdin && s.stdin != nil && live {
@@ -594,6 +595,7 @@ func (s *server) exec(c *net.UnixConn, br *bufio.Reader, req request) {
 		}
 	}
 	var outWG sync.WaitGroup
+	var pumps []func() // started once the answer is written
 	var stdinW io.WriteCloser
 	if p.Tty {
 		parent, child, err := consolePair()
@@ -620,8 +622,7 @@ func (s *server) exec(c *net.UnixConn, br *bufio.Reader, req request) {
 			resize(master, p.Width, p.Height)
 		}
 		stdinW = master
-		outWG.Add(1)
-		go func() { defer outWG.Done(); pump(master, frame(streamStdout)) }()
+		pumps = append(pumps, func() { pump(master, frame(streamStdout)) })
 	} else {
 		outR, outW, err := os.Pipe()
 		if err != nil {
@@ -651,20 +652,24 @@ func (s *server) exec(c *net.UnixConn, br *bufio.Reader, req request) {
 			return
 		}
 		stdinW = inW
-		outWG.Add(2)
-		go func() { defer outWG.Done(); pump(outR, frame(streamStdout)); outR.Close() }()
-		go func() { defer outWG.Done(); pump(errR, frame(streamStderr)); errR.Close() }()
+		pumps = append(pumps,
+			func() { pump(outR, frame(streamStdout)); outR.Close() },
+			func() { pump(errR, frame(streamStderr)); errR.Close() })
 	}
 	e.pid, _ = proc.Pid()
 	s.mu.Lock()
 	s.execs[req.ExecID] = e
 	s.mu.Unlock()
 
-	wmu.Lock()
-	err := writeLine(c, response{Pid: e.pid, StdinFrames: req.StdinFrames})
-	wmu.Unlock()
-	if err != nil {
+	// The answer goes first: the client decodes it before any frame.
+	// The output waits in the pipe (or the tty) until the pumps start.
+	beforeReply()
+	if err := writeLine(c, response{Pid: e.pid, StdinFrames: req.StdinFrames}); err != nil {
 		s.log.Debug("exec reply", "err", err)
+	}
+	for _, p := range pumps {
+		outWG.Add(1)
+		go func() { defer outWG.Done(); p() }()
 	}
 	go func() {
 		// Without attached stdin the process reads EOF at once. With
@@ -709,6 +714,11 @@ func hasPath(env []string) bool {
 	}
 	return false
 }
+
+// beforeReply runs before the shim writes its answer to an exec or an
+// attach request. Tests set it, through BERTH_SHIM_TEST_REPLY_DELAY in a
+// test binary's init, to make output race the answer.
+var beforeReply = func() {}
 
 // pump reads r until EOF (or EIO, as a tty master reports a closed
 // slave) and hands each chunk to f.
@@ -776,14 +786,23 @@ func (h *hub) write(stream byte, name string, b []byte) {
 	}
 }
 
-func (h *hub) add(sub *subscriber) bool {
+// add calls reply, which writes the answer to the attach request, and
+// then subscribes sub to the output unless the output is over. Both
+// happen under the hub's lock, so no output frame reaches the client
+// before the answer: a frame first would not decode as the answer. An
+// error from reply is returned and sub is not added.
+func (h *hub) add(sub *subscriber, reply func() error) (live bool, err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	beforeReply()
+	if err := reply(); err != nil {
+		return false, err
+	}
 	if h.closed {
-		return false
+		return false, nil
 	}
 	h.subs[sub] = struct{}{}
-	return true
+	return true, nil
 }
 
 func (h *hub) remove(sub *subscriber) {

@@ -24,8 +24,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The test binary is also the shim and the container init.
-func init() { HandleReexec() }
+// The test binary is also the shim and the container init. As the shim
+// it delays its answers to exec and attach by BERTH_SHIM_TEST_REPLY_DELAY.
+func init() {
+	if d, err := time.ParseDuration(os.Getenv("BERTH_SHIM_TEST_REPLY_DELAY")); err == nil {
+		beforeReply = func() { time.Sleep(d) }
+	}
+	HandleReexec()
+}
 
 // busyboxLower builds a one-layer rootfs from the host's static busybox.
 func busyboxLower(t *testing.T) string {
@@ -455,6 +461,48 @@ func TestExec(t *testing.T) {
 				t.Errorf("exit %+v stdout %q stderr %q; want %d %q %q", exit, out.String(), errb.String(), tt.code, tt.out, tt.errs)
 			}
 		})
+	}
+}
+
+// TestReplyBeforeOutput holds the shim's answers to exec and attach back
+// while the process already writes: the client must still read the
+// answer first, and then all of the output.
+func TestReplyBeforeOutput(t *testing.T) {
+	f := newFixture(t)
+	t.Setenv("BERTH_SHIM_TEST_REPLY_DELAY", "300ms")
+	s := f.spec(t, "sh", "-c", "for i in 1 2 3 4 5 6 7 8 9 10; do echo tick; sleep 0.1; done; sleep 100")
+	c := f.create(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := c.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	var out, errb bytes.Buffer
+	e, err := c.Exec(ctx, "e1", Process{Args: []string{"sh", "-c", "echo out; echo err >&2"}}, Streams{Stdout: &out, Stderr: &errb})
+	if err != nil {
+		t.Fatalf("exec: %v", err)
+	}
+	if exit, err := e.Wait(ctx); err != nil || exit.Code != 0 || out.String() != "out\n" || errb.String() != "err\n" {
+		t.Errorf("exec: exit %+v, %v, stdout %q stderr %q", exit, err, out.String(), errb.String())
+	}
+
+	var ticks syncBuffer
+	actx, acancel := context.WithCancel(ctx)
+	attachErr := make(chan error, 1)
+	go func() { attachErr <- c.Attach(actx, Streams{Stdout: &ticks}) }()
+	for !strings.Contains(ticks.String(), "tick") {
+		select {
+		case err := <-attachErr:
+			t.Fatalf("attach ended before any output: %v", err)
+		case <-ctx.Done():
+			t.Fatal("no output through attach")
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	acancel()
+	if err := <-attachErr; !errors.Is(err, context.Canceled) {
+		t.Errorf("attach: %v (output %q)", err, ticks.String())
 	}
 }
 
