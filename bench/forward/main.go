@@ -129,19 +129,19 @@ func native(size int64, conns int) error {
 		return err
 	}
 	fmt.Println("native: unix transport, both sides of the forwarder in the bench's process")
-	err = measureNative(svc, fwd, size, conns)
+	err = measureNative(svc, fwd, size, conns, nil)
 	stop()
 	if err != nil {
 		return err
 	}
 
-	fwd, stop, err = processForwarder(targets)
+	fwd, stop, children, err := processForwarder(targets)
 	if err != nil {
 		return err
 	}
 	defer stop()
 	fmt.Println("native: unix transport, the host side and the guest side each in a process of its own")
-	return measureNative(svc, fwd, size, conns)
+	return measureNative(svc, fwd, size, conns, children)
 }
 
 // inProcessForwarder forwards a fresh host port to each target through
@@ -189,10 +189,11 @@ func inProcessForwarder(targets map[string]int) (map[string]string, func(), erro
 
 // processForwarder is inProcessForwarder with the guest side and the host
 // side in two child processes: this program again, with -role.
-func processForwarder(targets map[string]int) (map[string]string, func(), error) {
+// It also returns the children by side, for their CPU time.
+func processForwarder(targets map[string]int) (map[string]string, func(), []party, error) {
 	dir, err := os.MkdirTemp("", "bfwd")
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	var children []*exec.Cmd
 	stop := func() {
@@ -208,11 +209,12 @@ func processForwarder(targets map[string]int) (map[string]string, func(), error)
 		hp, err := freePort()
 		if err != nil {
 			stop()
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		ports = append(ports, fmt.Sprintf("%d:%d", hp, port))
 		fwd[name] = addr(hp)
 	}
+	var parties []party
 	for _, args := range [][]string{
 		{"-role", "guest", "-dir", dir},
 		{"-role", "host", "-dir", dir, "-ports", strings.Join(ports, ",")},
@@ -220,11 +222,12 @@ func processForwarder(targets map[string]int) (map[string]string, func(), error)
 		c, err := startRole(args...)
 		if err != nil {
 			stop()
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		children = append(children, c)
+		parties = append(parties, party{args[1] + " side", c.Process.Pid})
 	}
-	return fwd, stop, nil
+	return fwd, stop, parties, nil
 }
 
 // startRole starts this program with args (-role ...) and waits for it
@@ -316,7 +319,11 @@ func serveRole(role, dir, ports, sock string, port int) error {
 
 // measureNative runs the throughput rounds and the connection setup
 // through the forwarded addresses fwd, against the services directly.
-func measureNative(svc *services, fwd map[string]string, size int64, conns int) error {
+// It shows how the CPU time of the forwarded runs splits between this
+// process (the clients and services, and an in-process forwarder) and the
+// forwarder's child processes, if any.
+func measureNative(svc *services, fwd map[string]string, size int64, conns int, children []party) error {
+	parties := append([]party{{"this process", os.Getpid()}}, children...)
 	for _, dir := range []struct {
 		name       string
 		run        func(string, int64) (time.Duration, error)
@@ -333,20 +340,26 @@ func measureNative(svc *services, fwd map[string]string, size int64, conns int) 
 		var d, fw time.Duration
 		var ratios []float64
 		var cpuD, cpuF machineCPU
+		var selfD procUsage
+		partyF := make([]procUsage, len(parties))
 		for range throughputRounds {
-			m0 := readMachineCPU()
+			m0, p0 := readMachineCPU(), readProcUsage(parties)
 			td, err := dir.run(dir.direct, size)
 			if err != nil {
 				return fmt.Errorf("%s direct: %w", dir.name, err)
 			}
-			m1 := readMachineCPU()
+			m1, p1 := readMachineCPU(), readProcUsage(parties)
 			tf, err := dir.run(dir.fw, size)
 			if err != nil {
 				return fmt.Errorf("%s forwarded: %w", dir.name, err)
 			}
-			m2 := readMachineCPU()
+			m2, p2 := readMachineCPU(), readProcUsage(parties)
 			cpuD.add(m0, m1)
 			cpuF.add(m1, m2)
+			selfD.add(p0[0], p1[0])
+			for i := range parties {
+				partyF[i].add(p1[i], p2[i])
+			}
 			if d == 0 || td < d {
 				d = td
 			}
@@ -363,6 +376,14 @@ func measureNative(svc *services, fwd map[string]string, size int64, conns int) 
 			gib := float64(size*throughputRounds) / (1 << 30)
 			fmt.Printf("            the machine's CPUs busy: direct %.2f of %d (%.2f CPU-s per GiB), forwarded %.2f (%.2f CPU-s per GiB)\n",
 				cpuD.cores(), runtime.NumCPU(), cpuD.busy/gib, cpuF.cores(), cpuF.busy/gib)
+			if selfD.cpu > 0 {
+				fmt.Printf("            by process, CPU-s and thousands of context switches per GiB: direct: this process %.2f, %.1fk; forwarded:",
+					selfD.cpu/gib, selfD.switches/gib/1000)
+				for i, p := range parties {
+					fmt.Printf(" %s %.2f, %.1fk;", p.name, partyF[i].cpu/gib, partyF[i].switches/gib/1000)
+				}
+				fmt.Println()
+			}
 		}
 	}
 	direct, err := setup(addr(svc.echo), conns)
@@ -429,7 +450,63 @@ func (m *machineCPU) add(a, b cpuSample) {
 	m.wall += wall
 }
 
-func (m *machineCPU) ok() bool       { return m.wall > 0 }
+func (m *machineCPU) ok() bool { return m.wall > 0 }
+
+// party is a process whose CPU time the throughput rounds report.
+type party struct {
+	name string
+	pid  int
+}
+
+// procUsage is a process's CPU time (user and system, in seconds) and
+// context switches (voluntary and not, of all its threads), summed.
+type procUsage struct{ cpu, switches float64 }
+
+func (u *procUsage) add(a, b procUsage) {
+	u.cpu += b.cpu - a.cpu
+	u.switches += b.switches - a.switches
+}
+
+// readProcUsage reads each party's usage so far from /proc/PID/stat and
+// /proc/PID/task/*/status. What it cannot read reads 0. Go processes keep
+// their threads, so the sum over the threads alive is the process's.
+func readProcUsage(parties []party) []procUsage {
+	out := make([]procUsage, len(parties))
+	for i, p := range parties {
+		dir := "/proc/" + strconv.Itoa(p.pid)
+		if b, err := os.ReadFile(dir + "/stat"); err == nil {
+			// The command name, in parentheses, may hold spaces: count
+			// the fields after its closing parenthesis. utime and stime
+			// are the 14th and 15th fields, in USER_HZ (100 per second
+			// on Linux).
+			if j := strings.LastIndexByte(string(b), ')'); j >= 0 {
+				f := strings.Fields(string(b[j+1:]))
+				if len(f) >= 13 {
+					u, err1 := strconv.ParseFloat(f[11], 64)
+					s, err2 := strconv.ParseFloat(f[12], 64)
+					if err1 == nil && err2 == nil {
+						out[i].cpu = (u + s) / 100
+					}
+				}
+			}
+		}
+		tasks, _ := os.ReadDir(dir + "/task")
+		for _, t := range tasks {
+			b, err := os.ReadFile(dir + "/task/" + t.Name() + "/status")
+			if err != nil {
+				continue
+			}
+			for _, line := range strings.Split(string(b), "\n") {
+				k, v, ok := strings.Cut(line, ":")
+				if ok && (k == "voluntary_ctxt_switches" || k == "nonvoluntary_ctxt_switches") {
+					n, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+					out[i].switches += n
+				}
+			}
+		}
+	}
+	return out
+}
 func (m *machineCPU) cores() float64 { return m.busy / m.wall }
 
 // serveEcho echoes each connection l accepts until l fails, and returns
